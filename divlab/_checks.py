@@ -1,0 +1,82 @@
+"""Argument checks shared by the pure functions.
+
+Every check runs at trace time on static information (shapes, dtypes, Python
+numbers), so a bad call fails with a ValueError naming the argument before any
+computation, and the checks cost nothing inside `jit`.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete_number(value: Any) -> bool:
+  """True for Python/numpy scalars and concrete (non-traced) 0-d arrays."""
+  if isinstance(value, numbers.Number):
+    return True
+  if isinstance(value, np.ndarray) and value.ndim == 0:
+    return True
+  if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+    return value.ndim == 0
+  return False
+
+
+def check_positive(value: Any, name: str) -> None:
+  """Raises ValueError if a concrete `value` is not > 0 (traced values pass)."""
+  if is_concrete_number(value) and not float(value) > 0:
+    raise ValueError(f"`{name}` must be positive, got {value!r}.")
+
+
+def check_in_range(value: Any, name: str, low: float, high: float,
+                   *, low_inclusive: bool = True,
+                   high_inclusive: bool = True) -> None:
+  """Raises ValueError if a concrete `value` lies outside [low, high]."""
+  if not is_concrete_number(value):
+    return
+  v = float(value)
+  ok_low = v >= low if low_inclusive else v > low
+  ok_high = v <= high if high_inclusive else v < high
+  if not (ok_low and ok_high and np.isfinite(v) or (v == high == np.inf)):
+    lb = "[" if low_inclusive else "("
+    rb = "]" if high_inclusive else ")"
+    raise ValueError(f"`{name}` must lie in {lb}{low}, {high}{rb}, got {value!r}.")
+
+
+def check_same_shape(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike,
+                     name_a: str, name_b: str) -> None:
+  """Raises ValueError unless `a` and `b` have exactly the same shape."""
+  sa, sb = jnp.shape(a), jnp.shape(b)
+  if sa != sb:
+    raise ValueError(
+        f"`{name_a}` and `{name_b}` must have the same shape, got {sa} and {sb}.")
+
+
+def check_floating(x: jax.typing.ArrayLike, name: str) -> None:
+  """Raises ValueError unless `x` has a floating dtype."""
+  if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    raise ValueError(f"`{name}` must have a floating dtype, got {jnp.result_type(x)}.")
+
+
+def canonical_axis(axis: int, ndim: int, name: str = "axis") -> int:
+  """Returns `axis` as a non-negative index, with a clear error if out of range."""
+  if not -ndim <= axis < ndim:
+    raise ValueError(f"`{name}`={axis} is out of range for an array of rank {ndim}.")
+  return axis % ndim
+
+
+def as_samples(x: jax.typing.ArrayLike, name: str) -> jax.Array:
+  """Returns samples as `[n, d]`: a 1-D array is read as n scalar samples.
+
+  Anything else than rank 1 or 2 is refused rather than silently reshaped.
+  """
+  x = jnp.asarray(x)
+  if x.ndim == 1:
+    return x[:, None]
+  if x.ndim != 2:
+    raise ValueError(
+        f"`{name}` must be samples of shape [n, d] or [n], got shape {x.shape}.")
+  return x
