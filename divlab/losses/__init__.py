@@ -1,3 +1,6 @@
 """Loss transforms built on `divlab.divergences`, one module per family."""
 from divlab.losses.reductions import REDUCTIONS
 from divlab.losses.reductions import reduce_loss
+from divlab.losses import supervised
+from divlab.losses.supervised import softmax_cross_entropy
+from divlab.losses.supervised import squared_error

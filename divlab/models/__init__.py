@@ -1,0 +1,92 @@
+"""Small flax (linen) models shared by the experiments.
+
+linen is used throughout divlab: its ``init``/``apply`` keep parameters as
+plain pytrees passed explicitly to pure functions, which is the style of the
+whole codebase (pure losses, one jitted step over a ``TrainState``).
+
+``build(name, **kwargs)`` creates a model from a config; ``MODELS`` lists the
+names.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["MLP", "CNN1D", "CNN2D", "MODELS", "build"]
+
+
+class MLP(nn.Module):
+  """Multi-layer perceptron on flattened inputs.
+
+  Attributes:
+    num_outputs: size of the last layer (classes, or regression targets).
+    hidden: widths of the hidden layers.
+  """
+  num_outputs: int
+  hidden: Sequence[int] = (100, 100)
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               return_features: bool = False):
+    del train
+    h = x.reshape(x.shape[0], -1)
+    for width in self.hidden:
+      h = self.activation(nn.Dense(width)(h))
+    out = nn.Dense(self.num_outputs)(h)
+    return (out, h) if return_features else out
+
+
+class CNN1D(nn.Module):
+  """A small 1-D convnet for sequences ``[B, L, C]`` (e.g. MNIST-1D).
+
+  Three 'SAME' convolutions (the last two strided), then a linear read-out,
+  in the spirit of the MNIST-1D paper's CNN baseline (~94% there).
+  """
+  num_outputs: int
+  channels: Sequence[int] = (32, 32, 32)
+  kernel_size: int = 5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               return_features: bool = False):
+    del train
+    h = x if x.ndim == 3 else x[..., None]
+    for i, c in enumerate(self.channels):
+      h = nn.relu(nn.Conv(c, (self.kernel_size,), strides=(1 if i == 0 else 2,))(h))
+    h = h.reshape(h.shape[0], -1)
+    out = nn.Dense(self.num_outputs)(h)
+    return (out, h) if return_features else out
+
+
+class CNN2D(nn.Module):
+  """A small 2-D convnet for images ``[B, H, W, C]`` (e.g. 8x8 digits)."""
+  num_outputs: int
+  channels: Sequence[int] = (32, 64)
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               return_features: bool = False):
+    del train
+    h = x if x.ndim == 4 else x[..., None]
+    for c in self.channels:
+      h = nn.relu(nn.Conv(c, (3, 3))(h))
+      h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="SAME")
+    h = nn.relu(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
+    out = nn.Dense(self.num_outputs)(h)
+    return (out, h) if return_features else out
+
+
+MODELS = {"mlp": MLP, "cnn1d": CNN1D, "cnn2d": CNN2D}
+
+
+def build(name: str, num_outputs: int, **kwargs: Any) -> nn.Module:
+  """Creates the model ``name`` (one of ``MODELS``) with ``num_outputs``."""
+  if name not in MODELS:
+    raise ValueError(f"`model.name`={name!r} is unknown; choose one of {sorted(MODELS)}.")
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  return MODELS[name](num_outputs=num_outputs, **kwargs)

@@ -1,0 +1,168 @@
+"""Metric writers and the results table every experiment ends with.
+
+During training: one JSON object per logged step in ``metrics.jsonl`` (full
+float precision) and the same scalars as TensorBoard event files. At the end:
+``results.json`` (``{"rows": [...]}``) and ``results.md`` (the same table in
+Markdown), where a metric ``m`` with a ``m_std`` column prints as ``mean ± std``.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import pathlib
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+
+class MetricWriter:
+  """Writes scalars to ``metrics.jsonl`` and TensorBoard event files.
+
+  Args:
+    workdir: the run directory.
+    resume_step: when resuming from a checkpoint at this step, lines logged
+      after it by the interrupted run are dropped, so the file of a resumed run
+      is identical to that of an uninterrupted one.
+    tensorboard: also write TensorBoard event files (``tensorboardX``).
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, *,
+               resume_step: Optional[int] = None, tensorboard: bool = True):
+    self.workdir = pathlib.Path(workdir)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.path = self.workdir / "metrics.jsonl"
+    if self.path.exists():
+      keep = [line for line in self.path.read_text().splitlines()
+              if line.strip() and resume_step is not None
+              and json.loads(line)["step"] <= resume_step]
+      self.path.write_text("".join(line + "\n" for line in keep))
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(str(self.workdir / "tensorboard"),
+                               purge_step=resume_step)
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    record = {"step": int(step)}
+    record.update({k: _to_python(v) for k, v in scalars.items()})
+    with self.path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tb is not None:
+      for k, v in record.items():
+        if k != "step" and isinstance(v, (int, float)):
+          self._tb.add_scalar(k, v, global_step=int(step))
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
+  """Reads ``metrics.jsonl`` back as a list of dicts."""
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def _to_python(value: Any) -> Any:
+  value = np.asarray(value)
+  if value.ndim == 0:
+    return value.item()
+  return value.tolist()
+
+
+def aggregate_seeds(records: Iterable[Mapping[str, Any]],
+                    keys: Sequence[str],
+                    metrics: Sequence[str]) -> list[dict]:
+  """Groups per-seed records and returns mean, std and count per group.
+
+  Args:
+    records: one dict per (group, seed), e.g. ``{"method": "kd", "seed": 0,
+      "test_acc": 0.91}``.
+    keys: the fields that identify a group (e.g. ``("method",)``).
+    metrics: the numeric fields to average.
+
+  Returns:
+    One row per group, in first-seen order: the key fields, each metric's mean,
+    ``<metric>_std`` (sample std, ddof=1; 0 for a single seed) and ``seeds``.
+  """
+  groups: dict[tuple, list] = collections.OrderedDict()
+  for r in records:
+    groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+  rows = []
+  for group_key, members in groups.items():
+    row = dict(zip(keys, group_key))
+    for m in metrics:
+      values = np.asarray([float(r[m]) for r in members], np.float64)
+      row[m] = float(values.mean())
+      row[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    row["seeds"] = len(members)
+    rows.append(row)
+  return rows
+
+
+def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]],
+                  *, title: str = "Results", columns: Optional[Sequence[str]] = None,
+                  notes: str = "", precision: int = 4,
+                  filename: str = "results") -> str:
+  """Writes ``<filename>.json`` and ``<filename>.md``; returns the Markdown.
+
+  Args:
+    workdir: output directory.
+    rows: dicts; a metric ``m`` with a matching ``m_std`` prints as ``m ± std``.
+    title: the Markdown heading.
+    columns: columns to show, in order (default: every non-``_std`` key of the
+      first row).
+    notes: Markdown text appended below the table.
+    precision: decimals in the Markdown table (the JSON keeps full precision).
+    filename: base name, for experiments that write several tables.
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  rows = [dict(r) for r in rows]
+  (workdir / f"{filename}.json").write_text(
+      json.dumps({"title": title, "rows": rows}, indent=2, default=_to_python))
+  markdown = format_table(rows, columns=columns, precision=precision)
+  text = f"## {title}\n\n{markdown}\n"
+  if notes:
+    text += f"\n{notes.strip()}\n"
+  (workdir / f"{filename}.md").write_text(text)
+  return text
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], *,
+                 columns: Optional[Sequence[str]] = None,
+                 precision: int = 4) -> str:
+  """A Markdown table; ``m`` and ``m_std`` are merged into ``m ± std``."""
+  if not rows:
+    return "(no rows)"
+  if columns is None:
+    columns = [k for k in rows[0] if not k.endswith("_std")]
+  lines = ["| " + " | ".join(columns) + " |",
+           "|" + "|".join("---" for _ in columns) + "|"]
+  for r in rows:
+    cells = []
+    for c in columns:
+      v = r.get(c, "")
+      std = r.get(f"{c}_std")
+      cells.append(_format_cell(v, std, precision))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _format_cell(value: Any, std: Any, precision: int) -> str:
+  if isinstance(value, float):
+    if math.isnan(value):
+      return "nan"
+    text = f"{value:.{precision}f}"
+    if std is not None:
+      text += f" ± {float(std):.{precision}f}"
+    return text
+  return str(value)

@@ -1,0 +1,184 @@
+"""Building blocks an experiment composes: optimizer, state, one model's run.
+
+An experiment says *what* to optimise (a pure ``loss_fn(params, batch, rng)``)
+and *what* to measure; :func:`train_model` does the rest with the shared layer:
+mesh, jitted data-parallel step, loader, checkpoints, metrics, resume. A finished
+run leaves ``model.json`` + ``checkpoints/`` in its workdir, so
+:func:`load_model` can give the trained model back by path (the distillation
+family loads its teacher this way).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from divlab import models as models_lib
+from divlab.train import loop
+from divlab.train import parallel
+from divlab.train.checkpoint import Checkpointer
+from divlab.train.state import TrainState
+
+PyTree = Any
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   num_steps: int) -> optax.GradientTransformation:
+  """An optax optimizer from ``config`` (``optimizer.name``, ``learning_rate``,
+  ``schedule`` in {constant, cosine}, ``warmup_steps``, ``weight_decay``,
+  ``grad_clip``)."""
+  name = config.get("name", "adam")
+  lr = float(config.get("learning_rate", 1e-3))
+  if lr <= 0:
+    raise ValueError(f"`optimizer.learning_rate` must be positive, got {lr}.")
+  schedule_name = config.get("schedule", "constant")
+  warmup = int(config.get("warmup_steps", 0))
+  if schedule_name == "constant":
+    schedule = (optax.linear_schedule(0.0, lr, warmup) if warmup else lr)
+    if warmup:
+      schedule = optax.join_schedules([schedule, optax.constant_schedule(lr)], [warmup])
+  elif schedule_name == "cosine":
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_steps, warmup + 1))
+  else:
+    raise ValueError(f"`optimizer.schedule`={schedule_name!r}: use 'constant' or 'cosine'.")
+  weight_decay = float(config.get("weight_decay", 0.0))
+  if name == "adam":
+    tx = optax.adam(schedule)
+  elif name == "adamw":
+    tx = optax.adamw(schedule, weight_decay=weight_decay)
+  elif name == "sgd":
+    tx = optax.sgd(schedule, momentum=config.get("momentum", 0.9) or None)
+  else:
+    raise ValueError(f"`optimizer.name`={name!r}: use 'adam', 'adamw' or 'sgd'.")
+  clip = config.get("grad_clip", 0.0)
+  if clip:
+    tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
+  return tx
+
+
+def init_params(model, sample_x: np.ndarray, seed: int) -> PyTree:
+  """Initialises linen parameters on one example batch (host arrays)."""
+  variables = model.init(jax.random.key(seed), jnp.asarray(sample_x[:1]))
+  return variables["params"]
+
+
+def create_state(params: PyTree, tx: optax.GradientTransformation, seed: int,
+                 mesh: jax.sharding.Mesh) -> TrainState:
+  """A replicated TrainState at step 0; the step keys derive from ``seed``."""
+  state = TrainState.create(params=params, tx=tx,
+                            rng=jax.random.key_data(jax.random.key(seed + 1)))
+  return parallel.replicate(state, mesh)
+
+
+def classification_metrics(apply_fn: Callable) -> Callable:
+  """Per-example ``accuracy`` and ``loss`` (cross-entropy) of a classifier."""
+  from divlab.losses import softmax_cross_entropy  # pylint: disable=g-import-not-at-top
+
+  def per_example(params, batch):
+    logits = apply_fn({"params": params}, batch["x"])
+    return {"accuracy": (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32),
+            "loss": softmax_cross_entropy(logits, batch["y"])}
+
+  return per_example
+
+
+def train_model(*,
+                workdir: str | pathlib.Path,
+                config: ml_collections.ConfigDict,
+                model,
+                model_spec: Mapping[str, Any],
+                loss_fn: Callable,
+                train_arrays: Mapping[str, np.ndarray],
+                eval_sets: Mapping[str, Mapping[str, np.ndarray]],
+                per_example_metrics: Callable,
+                seed: int,
+                params: Optional[PyTree] = None,
+                mesh: Optional[jax.sharding.Mesh] = None,
+                desc: str = "train") -> tuple[PyTree, dict]:
+  """Trains one model in its own workdir with the shared layer; resumable.
+
+  Args:
+    workdir: this model's run directory.
+    config: the experiment config; reads ``data.batch_size``, ``train.*`` and
+      ``optimizer.*``.
+    model: a linen module; ``model_spec`` ({"name", "num_outputs", **kwargs}
+      for ``divlab.models.build``) is saved as ``model.json`` for loading.
+    loss_fn: pure ``loss_fn(params, batch, rng) -> (loss, aux)``.
+    train_arrays: the training split (``x``, ``y``, ...).
+    eval_sets: ``{split_name: arrays}`` evaluated every ``train.eval_every``
+      steps and at the end; metrics logged as ``<split>_<metric>``.
+    per_example_metrics: ``fn(params, batch) -> {name: [B] values}``.
+    seed: seeds initialisation, shuffling and step keys.
+    params: initial parameters (default: fresh ``model.init``).
+    mesh: the device mesh (default: all devices).
+    desc: progress-bar label.
+
+  Returns:
+    ``(params, final_metrics)`` with ``final_metrics`` keyed like the log.
+  """
+  from divlab import data  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "model.json").write_text(json.dumps(dict(model_spec), indent=2))
+  batch_size = int(config.data.batch_size)
+  parallel.check_batch_size(batch_size, mesh)
+  num_steps = int(config.train.num_steps)
+  tx = make_optimizer(config.optimizer, num_steps)
+  if params is None:
+    params = init_params(model, train_arrays["x"], seed)
+  state = create_state(params, tx, seed, mesh)
+  step = parallel.make_train_step(loss_fn, mesh)
+  loader = data.Loader(dict(train_arrays), batch_size, seed=seed)
+  eval_step = loop.make_eval_step(per_example_metrics, mesh)
+  eval_batch = int(config.get("eval_batch_size", 0) or 0) or _eval_batch_size(mesh)
+
+  def eval_fn(state):
+    out = {}
+    for split, arrays in eval_sets.items():
+      values = loop.evaluate(eval_step, state.params, arrays, eval_batch, mesh)
+      out.update({f"{split}_{k}": v for k, v in values.items()})
+    return out
+
+  state, final = loop.fit(
+      workdir=workdir, state=state, train_step=step, loader=loader, mesh=mesh,
+      num_steps=num_steps, log_every=int(config.train.log_every),
+      eval_every=int(config.train.eval_every), eval_fn=eval_fn,
+      checkpoint_every=int(config.train.checkpoint_every),
+      keep_checkpoints=int(config.train.keep_checkpoints),
+      progress=bool(config.get("progress", True)), desc=desc)
+  return jax.device_get(state.params), final
+
+
+def _eval_batch_size(mesh: jax.sharding.Mesh) -> int:
+  n = mesh.shape[parallel.DATA_AXIS]
+  return max(n, (512 // n) * n)
+
+
+def load_model(path: str | pathlib.Path) -> tuple[Any, PyTree]:
+  """Loads ``(model, params)`` from a run directory written by train_model.
+
+  Args:
+    path: the model's run directory (holding ``model.json`` and
+      ``checkpoints/``).
+  """
+  path = pathlib.Path(path)
+  spec_path = path / "model.json"
+  if not spec_path.exists():
+    raise ValueError(f"`path`={str(path)!r} holds no model.json: not a divlab model run.")
+  spec = json.loads(spec_path.read_text())
+  model = models_lib.build(**spec)
+  if not (path / "checkpoints").is_dir():
+    raise ValueError(f"`path`={str(path)!r} holds no checkpoints/ folder.")
+  checkpointer = Checkpointer(path / "checkpoints")
+  try:
+    state = checkpointer.restore_raw_state()
+  finally:
+    checkpointer.close()
+  return model, state["params"]
