@@ -100,6 +100,8 @@ def train_model(*,
                 seed: int,
                 params: Optional[PyTree] = None,
                 mesh: Optional[jax.sharding.Mesh] = None,
+                train_step: Optional[Callable] = None,
+                eval_step: Optional[Callable] = None,
                 desc: str = "train") -> tuple[PyTree, dict]:
   """Trains one model in its own workdir with the shared layer; resumable.
 
@@ -117,6 +119,10 @@ def train_model(*,
     seed: seeds initialisation, shuffling and step keys.
     params: initial parameters (default: fresh ``model.init``).
     mesh: the device mesh (default: all devices).
+    train_step: a step from ``parallel.make_train_step(loss_fn, mesh)`` to
+      reuse (e.g. across seeds of one method, to compile once); built from
+      ``loss_fn`` when None.
+    eval_step: likewise, from ``loop.make_eval_step(per_example_metrics, mesh)``.
     desc: progress-bar label.
 
   Returns:
@@ -134,9 +140,9 @@ def train_model(*,
   if params is None:
     params = init_params(model, train_arrays["x"], seed)
   state = create_state(params, tx, seed, mesh)
-  step = parallel.make_train_step(loss_fn, mesh)
+  step = train_step or parallel.make_train_step(loss_fn, mesh)
   loader = data.Loader(dict(train_arrays), batch_size, seed=seed)
-  eval_step = loop.make_eval_step(per_example_metrics, mesh)
+  eval_step = eval_step or loop.make_eval_step(per_example_metrics, mesh)
   eval_batch = int(config.get("eval_batch_size", 0) or 0) or _eval_batch_size(mesh)
 
   def eval_fn(state):
