@@ -114,7 +114,7 @@ def test_median_heuristic_matches_scipy_pdist():
 
 @pytest.mark.parametrize("dim", [1, 3])
 def test_silverman_bandwidth_matches_scipy_factor(dim):
-  samples = RNG.normal(scale=[2.0, 0.5, 1.0][:dim], size=(40, dim))
+  samples = np.random.default_rng(4).normal(scale=[2.0, 0.5, 1.0][:dim], size=(40, dim))
   factor = scipy.stats.gaussian_kde(samples.T, bw_method="silverman").factor
   scale = np.sqrt(np.mean(np.var(samples, axis=0, ddof=1)))
   got = kernel.silverman_bandwidth(samples if dim > 1 else samples[:, 0])
