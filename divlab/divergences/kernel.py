@@ -148,7 +148,7 @@ def median_heuristic(x: jax.typing.ArrayLike,
   The result is differentiable; wrap it in `jax.lax.stop_gradient` when it is
   used as a bandwidth that should not receive gradients (the functions of this
   module that default to it do so). It is 0 when more than half of the pairs
-  coincide.
+  coincide; those defaults then fall back to the mean pairwise distance.
 
   References:
     Gretton et al., "A kernel two-sample test", JMLR 2012 (Sec. 8).
@@ -164,15 +164,11 @@ def median_heuristic(x: jax.typing.ArrayLike,
     >>> median_heuristic(jnp.array([0., 1., 3.]))  # distances 1, 3, 2
     Array(2., dtype=float32)
   """
-  z = _float_samples(x, "x")
+  samples = [_float_samples(x, "x")]
   if y is not None:
-    y = _float_samples(y, "y")
-    _check_same_dim(z, y, "x", "y")
-    z = jnp.concatenate([z, y.astype(z.dtype)], axis=0)
-  _check_min_count(z, 2, "x")
-  rows, cols = np.triu_indices(z.shape[0], k=1)
-  distances = _safe_sqrt(_pairwise_sq_dist(z, z)[rows, cols])
-  return jnp.median(distances)
+    samples.append(_float_samples(y, "y"))
+    _check_same_dim(samples[0], samples[1], "x", "y")
+  return jnp.median(_pooled_pair_distances(*samples))
 
 
 def silverman_bandwidth(x: jax.typing.ArrayLike) -> jax.Array:
@@ -206,10 +202,32 @@ def silverman_bandwidth(x: jax.typing.ArrayLike) -> jax.Array:
   return factor * scale
 
 
+def _pooled_pair_distances(*samples: jax.Array) -> jax.Array:
+  """Euclidean distances over the distinct pairs i < j of the pooled samples."""
+  dtype = jnp.result_type(*samples)
+  z = jnp.concatenate([s.astype(dtype) for s in samples], axis=0)
+  _check_min_count(z, 2, "x")
+  rows, cols = np.triu_indices(z.shape[0], k=1)
+  return _safe_sqrt(_pairwise_sq_dist(z, z)[rows, cols])
+
+
+def _default_bandwidth(*samples: jax.Array) -> jax.Array:
+  """Median heuristic with fallbacks, gradient stopped: the `sigma=None` default.
+
+  When more than half of the pairs coincide (e.g. a binary attribute) the
+  median is 0, so the mean pairwise distance is used; for a constant sample
+  every bandwidth gives the same kernel and 1 is used.
+  """
+  distances = _pooled_pair_distances(*samples)
+  median, mean = jnp.median(distances), jnp.mean(distances)
+  bandwidth = jnp.where(median > 0, median, jnp.where(mean > 0, mean, 1.0))
+  return jax.lax.stop_gradient(bandwidth)
+
+
 def _bandwidth_or_median(sigma, *samples: jax.Array) -> jax.typing.ArrayLike:
-  """`sigma` itself, or the (gradient-stopped) median heuristic when None."""
+  """`sigma` itself, or the default median-heuristic bandwidth when None."""
   if sigma is None:
-    return jax.lax.stop_gradient(median_heuristic(*samples))
+    return _default_bandwidth(*samples)
   _checks.check_positive(sigma, "sigma")
   return sigma
 
@@ -241,7 +259,8 @@ def cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     x: samples `[n, d]` (or `[n]`).
     y: samples `[m, d]` (or `[m]`).
     sigma: positive kernel bandwidth; default None uses the median heuristic
-      of the pooled sample (`median_heuristic(x, y)`, gradient stopped).
+      of the pooled sample (`median_heuristic(x, y)`, gradient stopped; the
+      mean pairwise distance if that median is 0, and 1 for a constant sample).
     a: optional non-negative weights `[n]` of the x samples (normalised to sum
       to one); default uniform.
     b: optional non-negative weights `[m]` of the y samples; default uniform.
@@ -419,7 +438,7 @@ def mmd(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     x: samples `[n, d]` (or `[n]`).
     y: samples `[m, d]` (or `[m]`).
     sigma: positive bandwidth; default None uses the median heuristic of the
-      pooled sample (gradient stopped).
+      pooled sample, with the same fallbacks as in `cauchy_schwarz`.
     unbiased: return the U-statistic (needs n, m >= 2 and no weights).
     a: optional non-negative weights `[n]` (normalised); biased form only.
     b: optional non-negative weights `[m]` (normalised); biased form only.
