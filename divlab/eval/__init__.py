@@ -1,0 +1,30 @@
+"""Evaluation metrics.
+
+* `classification` (JAX, jit-able): `accuracy`, `expected_calibration_error`,
+  `margins`, `kl_to_reference`.
+* `membership` (numpy, host): `mia_auc`.
+* `unlearning` (numpy, host): `klom`, `klom_summary`.
+"""
+from divlab.eval import classification
+from divlab.eval import membership
+from divlab.eval import unlearning
+from divlab.eval.classification import accuracy
+from divlab.eval.classification import expected_calibration_error
+from divlab.eval.classification import kl_to_reference
+from divlab.eval.classification import margins
+from divlab.eval.unlearning import klom
+from divlab.eval.unlearning import klom_summary
+from divlab.eval.membership import mia_auc
+
+__all__ = [
+    "classification",
+    "membership",
+    "unlearning",
+    "accuracy",
+    "expected_calibration_error",
+    "kl_to_reference",
+    "margins",
+    "klom",
+    "klom_summary",
+    "mia_auc",
+]
