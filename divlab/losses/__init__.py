@@ -4,3 +4,4 @@ from divlab.losses.reductions import reduce_loss
 from divlab.losses import supervised
 from divlab.losses.supervised import softmax_cross_entropy
 from divlab.losses.supervised import squared_error
+from divlab.losses import unlearning
