@@ -180,6 +180,7 @@ def test_one_dimensional_input_equals_column():
     (lambda: transport.sinkhorn(X, Y, 0.1, max_iterations=0), "max_iterations"),
     (lambda: transport.sinkhorn(X, Y, 0.1, threshold=0.0), "threshold"),
     (lambda: transport.sliced_wasserstein(X, Y, KEY, p=0.5), "p"),
+    (lambda: transport.sliced_wasserstein(X, Y, KEY, p=np.inf), "p"),
     (lambda: transport.sliced_wasserstein(X, Y, KEY, num_projections=0), "num_projections"),
     (lambda: transport.sliced_wasserstein(X, Y[:, :1], KEY), "y"),
     (lambda: transport.sliced_wasserstein(np.ones((2, 2, 2)), Y, KEY), "x"),
