@@ -1,0 +1,44 @@
+"""Datasets by name and deterministic, checkpointable batch iterators.
+
+Importing this package registers the embedded tfds builders (``EMBEDDED``),
+which prepare offline on first use. Public API:
+
+- ``load(name, split, *, data_dir=None)``: a whole split as
+  ``{"x": float32, "y": int32 labels or float32 targets}``, for embedded and
+  prepared real tfds names alike; ``info(name)`` and ``num_classes(name)``
+  describe a dataset without reading it; ``prepare(name)`` only prepares.
+- ``Loader(arrays, global_batch_size, *, seed, ...)``: infinite training
+  batches (this process's slice), with ``get_state``/``set_state``.
+- ``eval_batches(arrays, batch_size)``: every example once, with a ``mask``.
+- ``synthetic``: the seeded generators behind ``divlab_gmm`` and
+  ``divlab_noisy_regression`` (ring means, the noise-free regression target).
+"""
+from divlab.data import synthetic
+from divlab.data.builders import BUILDERS
+from divlab.data.builders import EMBEDDED
+from divlab.data.loader import eval_batches
+from divlab.data.loader import Loader
+from divlab.data.loading import info
+from divlab.data.loading import load
+from divlab.data.loading import num_classes
+from divlab.data.loading import prepare
+from divlab.data.synthetic import noisy_regression_mean
+from divlab.data.synthetic import ring_gmm_means
+from divlab.data.synthetic import sample_noisy_regression
+from divlab.data.synthetic import sample_ring_gmm
+
+__all__ = [
+    "BUILDERS",
+    "EMBEDDED",
+    "Loader",
+    "eval_batches",
+    "info",
+    "load",
+    "noisy_regression_mean",
+    "num_classes",
+    "prepare",
+    "ring_gmm_means",
+    "sample_noisy_regression",
+    "sample_ring_gmm",
+    "synthetic",
+]
