@@ -5,3 +5,4 @@ from divlab.losses import supervised
 from divlab.losses.supervised import softmax_cross_entropy
 from divlab.losses.supervised import squared_error
 from divlab.losses import unlearning
+from divlab.losses import bottleneck
