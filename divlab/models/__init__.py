@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MLP", "CNN1D", "CNN2D", "MODELS", "build"]
+__all__ = ["MLP", "CNN1D", "CNN2D", "BottleneckMLP", "MODELS", "build"]
 
 
 class MLP(nn.Module):
@@ -81,7 +81,61 @@ class CNN2D(nn.Module):
     return (out, h) if return_features else out
 
 
-MODELS = {"mlp": MLP, "cnn1d": CNN1D, "cnn2d": CNN2D}
+class BottleneckMLP(nn.Module):
+  """Encoder -> bottleneck t -> decoder MLP, for information-bottleneck losses.
+
+  ``encode(x)`` returns ``(mean, log_variance)`` of the bottleneck: a linear
+  read-out of the encoder's last hidden layer, and, when ``stochastic`` (the
+  VIB encoder), a second linear head for the log-variance (None otherwise).
+  ``decode(t)`` maps a bottleneck sample to the outputs. Calling the module
+  decodes the mean (the deterministic prediction used for evaluation); with
+  ``return_features=True`` it returns ``(outputs, mean)``.
+
+  Attributes:
+    num_outputs: size of the output (regression targets).
+    encoder_hidden: widths of the encoder's hidden layers.
+    bottleneck_dim: dimension of t.
+    decoder_hidden: widths of the decoder's hidden layers.
+    stochastic: add the log-variance head (a Gaussian encoder).
+  """
+  num_outputs: int
+  encoder_hidden: Sequence[int] = (64, 64)
+  bottleneck_dim: int = 32
+  decoder_hidden: Sequence[int] = (64,)
+  stochastic: bool = False
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+  def setup(self):
+    self.encoder_layers = [nn.Dense(w) for w in self.encoder_hidden]
+    self.mean_head = nn.Dense(self.bottleneck_dim)
+    if self.stochastic:
+      self.log_variance_head = nn.Dense(self.bottleneck_dim)
+    self.decoder_layers = [nn.Dense(w) for w in self.decoder_hidden]
+    self.readout = nn.Dense(self.num_outputs)
+
+  def encode(self, x: jax.Array):
+    h = x.reshape(x.shape[0], -1)
+    for layer in self.encoder_layers:
+      h = self.activation(layer(h))
+    log_variance = self.log_variance_head(h) if self.stochastic else None
+    return self.mean_head(h), log_variance
+
+  def decode(self, t: jax.Array) -> jax.Array:
+    h = t
+    for layer in self.decoder_layers:
+      h = self.activation(layer(h))
+    return self.readout(h)
+
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               return_features: bool = False):
+    del train
+    mean, _ = self.encode(x)  # runs every head, so init creates them all
+    out = self.decode(mean)
+    return (out, mean) if return_features else out
+
+
+MODELS = {"mlp": MLP, "cnn1d": CNN1D, "cnn2d": CNN2D,
+          "bottleneck_mlp": BottleneckMLP}
 
 
 def build(name: str, num_outputs: int, **kwargs: Any) -> nn.Module:
