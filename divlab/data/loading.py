@@ -205,7 +205,7 @@ def load(name: str, split: str, *, data_dir: PathLike | None = None) -> dict[str
 
   Raises:
     ValueError: unknown or unprepared name (see :func:`prepare`), a split tfds
-      cannot read, or a dataset without an ``x``/``image`` and ``y``/``label``
+      cannot read or one that selects no examples, or a dataset without an ``x``/``image`` and ``y``/``label``
       feature.
   """
   if not isinstance(split, str) or not split.strip():
@@ -215,18 +215,18 @@ def load(name: str, split: str, *, data_dir: PathLike | None = None) -> dict[str
   x_key = _feature_key(features, _X_KEYS, name)
   y_key = _feature_key(features, _Y_KEYS, name)
   try:
-    source = tfds.data_source(name, split=split, data_dir=_resolve_data_dir(data_dir),
-                              download=False)
-  except ValueError as error:
+    num_examples = builder.info.splits[split].num_examples
+  except (ValueError, KeyError, AssertionError) as error:
     raise ValueError(f"Cannot read `split`={split!r} of {name!r}: {error}") from error
+  if num_examples == 0:  # tfds cannot open an empty selection of files.
+    raise ValueError(f"`split`={split!r} selects no examples of {name!r}.")
+  source = tfds.data_source(name, split=split, data_dir=_resolve_data_dir(data_dir),
+                            download=False)
   xs, ys = [], []
   for start in range(0, len(source), _READ_CHUNK):
     records = source.__getitems__(range(start, min(start + _READ_CHUNK, len(source))))
     xs.extend(record[x_key] for record in records)
     ys.extend(record[y_key] for record in records)
-  if not xs:  # An empty slice: keep the feature shapes.
-    return {"x": np.zeros((0, *features[x_key].shape), np.float32),
-            "y": _as_y(np.zeros((0, *features[y_key].shape), features[y_key].np_dtype))}
   return {"x": _as_x(np.stack(xs)), "y": _as_y(np.asarray(np.stack(ys)))}
 
 
