@@ -205,8 +205,8 @@ def load(name: str, split: str, *, data_dir: PathLike | None = None) -> dict[str
 
   Raises:
     ValueError: unknown or unprepared name (see :func:`prepare`), a split tfds
-      cannot read or one that selects no examples, or a dataset without an ``x``/``image`` and ``y``/``label``
-      feature.
+      cannot read or one that selects no examples, or a dataset without an
+      ``x``/``image`` and a ``y``/``label`` feature.
   """
   if not isinstance(split, str) or not split.strip():
     raise ValueError(f"`split` must be a tfds split string like 'train', got {split!r}.")
@@ -224,7 +224,8 @@ def load(name: str, split: str, *, data_dir: PathLike | None = None) -> dict[str
                             download=False)
   xs, ys = [], []
   for start in range(0, len(source), _READ_CHUNK):
-    records = source.__getitems__(range(start, min(start + _READ_CHUNK, len(source))))
+    stop = min(start + _READ_CHUNK, len(source))
+    records = source.__getitems__(range(start, stop))
     xs.extend(record[x_key] for record in records)
     ys.extend(record[y_key] for record in records)
   return {"x": _as_x(np.stack(xs)), "y": _as_y(np.asarray(np.stack(ys)))}

@@ -191,7 +191,8 @@ def test_mnist1d_preparation_restores_global_rngs(tmp_path):
   expected_numpy, expected_python = np.random.random(3), random.random()
   np.random.seed(1234)
   random.seed(1234)
-  splits = builders.DivlabMnist1d(data_dir=tmp_path)._split_arrays()  # pylint: disable=protected-access
+  builder = builders.DivlabMnist1d(data_dir=tmp_path)
+  splits = builder._split_arrays()  # pylint: disable=protected-access
   np.testing.assert_array_equal(np.random.random(3), expected_numpy)
   assert random.random() == expected_python
   assert splits["train"][0].shape == (4000, 40) and splits["test"][1].shape == (1000,)
