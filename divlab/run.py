@@ -106,6 +106,9 @@ def _main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required.")
+  if not flags.FLAGS["verbosity"].present:
+    # orbax logs every save at INFO; keep the console to progress and results.
+    logging.set_verbosity(logging.WARNING)
   from divlab.train import parallel  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed(
       {"auto": None, "yes": True, "no": False}[_DISTRIBUTED.value])

@@ -151,7 +151,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], *,
     cells = []
     for c in columns:
       v = r.get(c, "")
-      std = r.get(f"{c}_std")
+      # A single seed has no spread to show.
+      std = r.get(f"{c}_std") if r.get("seeds", 2) > 1 else None
       cells.append(_format_cell(v, std, precision))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
