@@ -247,8 +247,8 @@ def cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   Gram matrices built from the same kernel `exp(-||.||^2 / (2 sigma^2))` and all
   pairs (including i = j) in the means. With weights the means become
   `sum_ij a_i a_j K_xx_ij` etc. It is >= 0 (Cauchy-Schwarz inequality for the
-  kernel mean embeddings), 0 for identical samples, symmetric, and invariant to
-  the kernel's normalising constant.
+  kernel mean embeddings; float round-off below 0 is clipped), 0 for identical
+  samples, symmetric, and invariant to the kernel's normalising constant.
 
   References:
     Principe, Xu, Fisher, "Information-theoretic learning", 2000;
@@ -283,7 +283,8 @@ def cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   log_xx = _log_weighted_sum(_gaussian_log_kernel(x, x, sigma), wx, wx)
   log_yy = _log_weighted_sum(_gaussian_log_kernel(y, y, sigma), wy, wy)
   log_xy = _log_weighted_sum(_gaussian_log_kernel(x, y, sigma), wx, wy)
-  return log_xx + log_yy - 2.0 * log_xy
+  # >= 0 in exact arithmetic; clip the round-off of nearly identical samples.
+  return jnp.maximum(log_xx + log_yy - 2.0 * log_xy, 0.0)
 
 
 def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
@@ -425,7 +426,8 @@ def mmd(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   """Squared maximum mean discrepancy with a Gaussian kernel.
 
   Biased V-statistic (default):
-    `MMD^2_b = mean(K_xx) + mean(K_yy) - 2 mean(K_xy)` (all pairs, >= 0),
+    `MMD^2_b = mean(K_xx) + mean(K_yy) - 2 mean(K_xy)` (all pairs, >= 0;
+    float round-off below 0 is clipped),
   with weights `sum_ij a_i a_j K_xx_ij + ... - 2 sum_ij a_i b_j K_xy_ij`.
   Unbiased U-statistic (`unbiased=True`, uniform weights only):
     `MMD^2_u = sum_{i!=j} K_xx_ij / (n(n-1)) + sum_{i!=j} K_yy_ij / (m(m-1))
@@ -470,4 +472,5 @@ def mmd(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   dtype = jnp.promote_types(x.dtype, y.dtype)
   wx = _normalised_weights(a, x.shape[0], dtype, "a")
   wy = _normalised_weights(b, y.shape[0], dtype, "b")
-  return wx @ k_xx @ wx + wy @ k_yy @ wy - 2.0 * wx @ k_xy @ wy
+  # The V-statistic is >= 0 in exact arithmetic; clip round-off below 0.
+  return jnp.maximum(wx @ k_xx @ wx + wy @ k_yy @ wy - 2.0 * wx @ k_xy @ wy, 0.0)
