@@ -6,3 +6,4 @@ from divlab.losses.supervised import softmax_cross_entropy
 from divlab.losses.supervised import squared_error
 from divlab.losses import unlearning
 from divlab.losses import bottleneck
+from divlab.losses import distillation
