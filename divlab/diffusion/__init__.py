@@ -1,0 +1,40 @@
+"""Diffusion sampling: VP noise schedules, exact Gaussian-mixture scores, samplers.
+
+Pure math, no training code. A learned model plugs in as `eps_fn(x, t)`, with
+`t` the continuous time in (0, 1] as a 0-d array (see `schedules`).
+
+  schedules   linear / cosine / discrete VP schedules, lambda_t and its inverse,
+              sampling grids (uniform in t or in lambda).
+  gmm         closed-form noised density, score and eps of Gaussian mixtures,
+              class-conditional mixtures, classifier-free guidance, exact samples.
+"""
+from divlab.diffusion import gmm
+from divlab.diffusion import schedules
+from divlab.diffusion.gmm import GaussianMixture
+from divlab.diffusion.gmm import class_log_weights
+from divlab.diffusion.gmm import gaussian_mixture
+from divlab.diffusion.gmm import guided_eps
+from divlab.diffusion.gmm import guided_mixture_eps_fn
+from divlab.diffusion.gmm import mixture_eps_fn
+from divlab.diffusion.gmm import noised_eps
+from divlab.diffusion.gmm import noised_log_prob
+from divlab.diffusion.gmm import noised_score
+from divlab.diffusion.gmm import sample_mixture
+from divlab.diffusion.schedules import CosineVPSchedule
+from divlab.diffusion.schedules import DiscreteVPSchedule
+from divlab.diffusion.schedules import LinearVPSchedule
+from divlab.diffusion.schedules import SamplingGrid
+from divlab.diffusion.schedules import VPSchedule
+from divlab.diffusion.schedules import cosine_alphas_cumprod
+from divlab.diffusion.schedules import cosine_schedule
+from divlab.diffusion.schedules import ddpm_linear_alphas_cumprod
+from divlab.diffusion.schedules import discrete_schedule
+from divlab.diffusion.schedules import linear_schedule
+from divlab.diffusion.schedules import sampling_grid
+
+__all__ = [
+    "gmm",
+    "schedules",
+    *gmm.__all__,
+    *schedules.__all__,
+]
