@@ -207,7 +207,8 @@ def _entropy_fwd(logits, mask, axis):
   moment = jnp.sum(jnp.where(weights > 0, weights * shifted, 0.0),
                    axis=axis, keepdims=True)
   log_z = _safe_log(total)
-  value = log_z - moment / _nonzero_or_one(total)
+  # Round-off must not make a non-negative quantity negative.
+  value = jnp.maximum(log_z - moment / _nonzero_or_one(total), 0.0)
   return jnp.squeeze(value, axis), (logits, mask, top, log_z, value)
 
 
@@ -259,7 +260,7 @@ def _cross_entropy_fwd(p_logits, q_logits, mask, axis):
   total_p = jnp.sum(weights_p, axis=axis, keepdims=True)
   cross = jnp.sum(jnp.where(weights_p > 0, weights_p * shifted_q, 0.0),
                   axis=axis, keepdims=True)
-  value = log_zq - cross / _nonzero_or_one(total_p)
+  value = jnp.maximum(log_zq - cross / _nonzero_or_one(total_p), 0.0)
   return jnp.squeeze(value, axis), (p_logits, q_logits, mask, value)
 
 
@@ -319,7 +320,8 @@ def _kl_fwd(p_logits, q_logits, mask, axis):
   # only unnormalised weights, so it shares the pass that sums the normalisers.
   cross = jnp.sum(jnp.where(weights_p > 0, weights_p * (shifted_p - shifted_q), 0.0),
                   axis=axis, keepdims=True)
-  value = cross / _nonzero_or_one(total_p) - log_zp + log_zq
+  # The cancellation in E_p[.] - log Z_p + log Z_q can leave -1e-8 for P ~ Q.
+  value = jnp.maximum(cross / _nonzero_or_one(total_p) - log_zp + log_zq, 0.0)
   return jnp.squeeze(value, axis), (p_logits, q_logits, mask, value)
 
 
@@ -406,6 +408,10 @@ def _js_parts(p_logits, q_logits, mask, beta, axis, dtype):
   return log_p, log_q, p, q, log_m
 
 
+def _xlogx(x: jax.Array) -> jax.Array:
+  return jnp.where(x > 0, x * jnp.log(jnp.where(x > 0, x, 1.0)), 0.0)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _js_core(p_logits, q_logits, mask, beta, axis):
   return _js_fwd(p_logits, q_logits, mask, beta, axis)[0]
@@ -420,6 +426,9 @@ def _js_fwd(p_logits, q_logits, mask, beta, axis):
   # A zero weight silences its term even when that KL is infinite.
   value = (jnp.where(b > 0, b * kl_pm, 0.0)
            + jnp.where(b < 1, (1 - b) * kl_qm, 0.0))
+  # 0 <= JS_beta <= binary entropy of beta (log 2 at beta = 1/2).
+  bound = -(_xlogx(b) + _xlogx(1 - b))
+  value = jnp.clip(value, 0.0, bound)
   return value, (p_logits, q_logits, mask, beta, kl_pm, kl_qm)
 
 
@@ -690,6 +699,17 @@ def chi_squared(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
   return jnp.sum(terms, axis=axis)
 
 
+def _lone_mass(log_w: jax.Array, lone: jax.Array, limit: float) -> jax.Array:
+  """w * limit where only this side has mass; a constant +inf when limit is.
+
+  Keeping an infinite limit out of the product keeps 0 * inf out of the
+  gradient of every other entry.
+  """
+  if math.isinf(limit):
+    return jnp.where(lone, limit, 0.0)
+  return jnp.where(lone, jnp.exp(log_w) * limit, 0.0)
+
+
 def f_divergence(p_logits: ArrayLike, q_logits: ArrayLike,
                  f: _generators.Generator, *, axis: int = -1,
                  where: Optional[ArrayLike] = None) -> jax.Array:
@@ -700,7 +720,9 @@ def f_divergence(p_logits: ArrayLike, q_logits: ArrayLike,
   evaluated from the log-ratio r = log(p_i/q_i): q_i f(e^r) for r <= 0 and
   p_i f_dual(e^-r) for r > 0, with f_dual(v) = v f(1/v), so the ratio is never
   exponentiated into an overflow. Entries with q_i = 0 < p_i contribute
-  p_i lim_{u->inf} f(u)/u, entries with p_i = 0 < q_i contribute q_i f(0+).
+  p_i lim_{u->inf} f(u)/u, entries with p_i = 0 < q_i contribute q_i f(0+);
+  a term whose larger probability underflows to 0 in the compute dtype
+  (below ~1e-45 in float32) is dropped.
 
   Args:
     p_logits: `[..., n, ...]` logits of P.
@@ -724,16 +746,16 @@ def f_divergence(p_logits: ArrayLike, q_logits: ArrayLike,
   log_p, log_q, axis = _pair_log_probs(p_logits, q_logits, axis, where)
   has_p, has_q = log_p > -jnp.inf, log_q > -jnp.inf
   both = has_p & has_q
+  p, q = jnp.exp(log_p), jnp.exp(log_q)
   ratio = jnp.where(both, log_p - log_q, 0.0)
-  above = ratio > 0
-  below_terms = jnp.exp(log_q) * f.f_of_log(jnp.where(above, 0.0, ratio))
-  above_terms = jnp.exp(log_p) * f.dual_f_of_log(jnp.where(above, -ratio, 0.0))
-  terms = jnp.where(above, above_terms, below_terms)
-  dtype = log_p.dtype
-  only_q = jnp.exp(log_q) * jnp.asarray(f.f_at_zero, dtype)
-  only_p = jnp.exp(log_p) * jnp.asarray(f.dual_at_zero, dtype)
-  # 0 * inf is an honest +inf here only where the weight is positive.
-  terms = jnp.where(both, terms,
-                    jnp.where(has_q, jnp.where(has_q, only_q, 0.0),
-                              jnp.where(has_p, only_p, 0.0)))
+  # Each term is expanded around the larger of p and q. A weight that
+  # underflows to 0 drops its term, so 0 * f(huge ratio) never turns NaN.
+  from_p = both & (ratio > 0) & (p > 0)
+  from_q = both & (ratio <= 0) & (q > 0)
+  terms = jnp.where(
+      from_p, p * f.dual_f_of_log(jnp.where(from_p, -ratio, 0.0)),
+      jnp.where(from_q, q * f.f_of_log(jnp.where(from_q, ratio, 0.0)), 0.0))
+  only_q = _lone_mass(log_q, has_q & ~has_p, f.f_at_zero)
+  only_p = _lone_mass(log_p, has_p & ~has_q, f.dual_at_zero)
+  terms = jnp.where(both, terms, only_q + only_p)
   return jnp.sum(terms, axis=axis)

@@ -197,7 +197,6 @@ def _js_conjugate(beta: float):
   return conjugate
 
 
-@functools.lru_cache(maxsize=None)
 def jensen_shannon(beta: float = 0.5) -> Generator:
   """f(u) = beta u log u - m log m, m = beta u + 1 - beta: D_f = JS_beta(P, Q).
 
@@ -222,6 +221,11 @@ def jensen_shannon(beta: float = 0.5) -> Generator:
   beta = _as_float(beta, "beta")
   if not 0.0 < beta < 1.0:
     raise ValueError(f"`beta` must lie in (0, 1), got {beta!r}.")
+  return _jensen_shannon(beta)
+
+
+@functools.lru_cache(maxsize=None)
+def _jensen_shannon(beta: float) -> Generator:
   return Generator(
       f"jensen_shannon({beta:g})", _js_log_form(beta), _js_log_form(1.0 - beta),
       -(1.0 - beta) * math.log1p(-beta), -beta * math.log(beta),
@@ -276,7 +280,6 @@ def _scaled(log_form: LogForm, scale: float) -> LogForm:
   return lambda x: scale * log_form(x)
 
 
-@functools.lru_cache(maxsize=None)
 def amari_alpha(alpha: float) -> Generator:
   """f(u) = (u^a - 1 - a (u - 1)) / (a (a - 1)): D_f = Amari alpha-divergence.
 
@@ -295,7 +298,11 @@ def amari_alpha(alpha: float) -> Generator:
     >>> round(float(amari_alpha(2.0).f(3.0)), 4)  # (9 - 1 - 2 * 2) / 2
     2.0
   """
-  alpha = _as_float(alpha, "alpha")
+  return _amari_alpha(_as_float(alpha, "alpha"))
+
+
+@functools.lru_cache(maxsize=None)
+def _amari_alpha(alpha: float) -> Generator:
   return Generator(
       f"amari_alpha({alpha:g})", _amari_log_form(alpha), _amari_log_form(1.0 - alpha),
       _amari_at_zero(alpha), _amari_at_zero(1.0 - alpha),
@@ -307,7 +314,6 @@ def _scaled_conjugate(conjugate, scale: float):
   return lambda t: scale * conjugate(t / scale)
 
 
-@functools.lru_cache(maxsize=None)
 def t_power(t: float) -> Generator:
   """f(u) = s (u^t - 1 - t (u - 1)), s = -1 for 0 < t < 1 and +1 otherwise.
 
@@ -326,6 +332,11 @@ def t_power(t: float) -> Generator:
   t = _as_float(t, "t")
   if t in (0.0, 1.0):
     raise ValueError(f"`t` must not be 0 or 1 (f would be identically zero), got {t!r}.")
+  return _t_power(t)
+
+
+@functools.lru_cache(maxsize=None)
+def _t_power(t: float) -> Generator:
   scale = abs(t * (t - 1.0))
   amari = amari_alpha(t)
   return Generator(
@@ -443,8 +454,9 @@ def triangular() -> Generator:
 def jeffreys() -> Generator:
   """f(u) = (u - 1) log(u) / 2: D_f = (KL(P || Q) + KL(Q || P)) / 2.
 
-  Matches TFP's `jeffreys`, which carries the 1/2; Jeffreys' (1946) own
-  divergence is the plain sum, i.e. `symmetrized(kl_forward())` = 2x this.
+  Matches TFP's `jeffreys`, which carries the 1/2, and equals
+  `symmetrized(kl_forward())`; Jeffreys' (1946) own divergence is the plain
+  sum, twice this.
   Self-dual; no closed-form conjugate (it needs the Lambert W function).
 
   Example:
@@ -526,7 +538,11 @@ def arithmetic_geometric() -> Generator:
 # Combinators.
 
 
-@functools.lru_cache(maxsize=None)
+def _check_generator(g) -> None:
+  if not isinstance(g, Generator):
+    raise ValueError(f"`g` must be a Generator, got {type(g).__name__}.")
+
+
 def dual(g: Generator) -> Generator:
   """The dual (perspective) generator f_dual(v) = v f(1/v).
 
@@ -537,8 +553,12 @@ def dual(g: Generator) -> Generator:
     >>> round(float(dual(pearson()).f(0.5)), 4)  # (1 - v)^2 / v
     0.5
   """
-  if not isinstance(g, Generator):
-    raise ValueError(f"`g` must be a Generator, got {type(g).__name__}.")
+  _check_generator(g)
+  return _dual(g)
+
+
+@functools.lru_cache(maxsize=None)
+def _dual(g: Generator) -> Generator:
   if g.name.startswith("dual(") and g.name.endswith(")"):
     name = g.name[len("dual("):-1]
   else:
@@ -547,20 +567,24 @@ def dual(g: Generator) -> Generator:
                    g.dual_conjugate, g.conjugate)
 
 
-@functools.lru_cache(maxsize=None)
 def symmetrized(g: Generator) -> Generator:
-  """f + f_dual: D = D_f(P || Q) + D_f(Q || P), symmetric in P and Q.
+  """(f + f_dual) / 2: D = (D_f(P || Q) + D_f(Q || P)) / 2, symmetric in P and Q.
 
-  symmetrized(kl_forward()) is Jeffreys' divergence KL(P||Q) + KL(Q||P)
-  (twice `jeffreys()`); symmetrized(pearson()) is Pearson plus Neyman chi^2.
-  Self-dual; no conjugate is provided.
+  The same 1/2 as TFP's `symmetrized_csiszar_function`, so
+  symmetrized(kl_forward()) is `jeffreys()` (half of Jeffreys' 1946 sum) and
+  symmetrized(pearson()) is half of Pearson plus Neyman chi^2. Self-dual; no
+  conjugate is provided.
 
   Example:
-    >>> round(float(symmetrized(kl_forward()).f(2.0)), 4)  # (2 - 1) log 2
-    0.6931
+    >>> round(float(symmetrized(kl_forward()).f(2.0)), 4)  # (2 - 1) log(2) / 2
+    0.3466
   """
-  if not isinstance(g, Generator):
-    raise ValueError(f"`g` must be a Generator, got {type(g).__name__}.")
-  log_form = lambda x: g.f_of_log(x) + g.dual_f_of_log(x)
-  at_zero = g.f_at_zero + g.dual_at_zero
+  _check_generator(g)
+  return _symmetrized(g)
+
+
+@functools.lru_cache(maxsize=None)
+def _symmetrized(g: Generator) -> Generator:
+  log_form = lambda x: 0.5 * (g.f_of_log(x) + g.dual_f_of_log(x))
+  at_zero = 0.5 * (g.f_at_zero + g.dual_at_zero)
   return Generator(f"symmetrized({g.name})", log_form, log_form, at_zero, at_zero)
