@@ -1,7 +1,7 @@
 """Information-bottleneck regression: MSE, VIB, NIB, squared-NIB, HSIC, CS-IB.
 
   python -m divlab.run --config=configs/ib_regression/regression.py --workdir=workdirs/ib_regression
-  python -m divlab.run --config=configs/ib_regression/regression.py:smoke --workdir=/tmp/ib_smoke
+  python -m divlab.run --config=configs/ib_regression/regression.py:smoke --workdir=workdirs/ib_smoke
   python -m divlab.run --config=configs/ib_regression/regression.py:full --workdir=workdirs/ib_regression_full
 
 The default run is sized for a 2-core CPU (under 10 minutes): 5 datasets,

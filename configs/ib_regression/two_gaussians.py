@@ -1,7 +1,7 @@
 """The CS-IB paper's toy: 400 free points moved onto two Gaussians by D_CS.
 
   python -m divlab.run --config=configs/ib_regression/two_gaussians.py --workdir=workdirs/two_gaussians
-  python -m divlab.run --config=configs/ib_regression/two_gaussians.py:smoke --workdir=/tmp/two_gaussians
+  python -m divlab.run --config=configs/ib_regression/two_gaussians.py:smoke --workdir=workdirs/two_gaussians_smoke
 
 Target: 200 points from each of N((-4, -4), I) and N((+4, +4), I); the free
 points start from N(0, I) and follow plain gradient descent (the released
