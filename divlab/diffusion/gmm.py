@@ -166,14 +166,13 @@ def _components(mixture: GaussianMixture, x: jax.Array, alpha, sigma):
     eye = jnp.eye(d, dtype=x.dtype)
     cov = alpha ** 2 * mixture.covs + sigma ** 2 * eye  # [K, d, d]
     chol = jnp.linalg.cholesky(cov)
-    batch_shape = diff.shape[:-2]
-    # [K, d, M]: one triangular solve per component over all points.
-    rhs = jnp.moveaxis(diff.reshape(-1, mixture.num_components, d), 0, -1)
-    half = jax.vmap(lambda l, b: jax.scipy.linalg.solve_triangular(l, b, lower=True))(chol, rhs)
-    full = jax.vmap(lambda l, b: jax.scipy.linalg.solve_triangular(l, b, lower=True, trans="T"))(
-        chol, half)
-    quad = jnp.moveaxis(jnp.sum(half ** 2, axis=1), -1, 0).reshape(*batch_shape, -1)
-    whitened = jnp.moveaxis(full, -1, 0).reshape(diff.shape)
+    # Invert the K small triangular factors once, then apply them to every point
+    # with einsums: much cheaper than a batched triangular solve per point.
+    chol_inv = jax.vmap(
+        lambda l: jax.scipy.linalg.solve_triangular(l, eye, lower=True))(chol)
+    half = jnp.einsum("kij,...kj->...ki", chol_inv, diff)  # L^{-1} diff
+    quad = jnp.sum(half ** 2, axis=-1)
+    whitened = jnp.einsum("kji,...kj->...ki", chol_inv, half)  # L^{-T} L^{-1} diff
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
   log_normal = -0.5 * (quad + log_det + d * math.log(2.0 * math.pi))
   return log_normal, whitened
