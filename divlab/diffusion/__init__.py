@@ -7,8 +7,13 @@ Pure math, no training code. A learned model plugs in as `eps_fn(x, t)`, with
               sampling grids (uniform in t or in lambda).
   gmm         closed-form noised density, score and eps of Gaussian mixtures,
               class-conditional mixtures, classifier-free guidance, exact samples.
+  multistep   Adams-Bashforth and GHVB weights, solver names ('hb3.8', ...).
+  samplers    DDIM, PLMS, PLMS + heavy ball, GHVB, DPM-Solver++(2M) (+ heavy
+              ball), and the `sample(name, ...)` dispatcher.
 """
 from divlab.diffusion import gmm
+from divlab.diffusion import multistep
+from divlab.diffusion import samplers
 from divlab.diffusion import schedules
 from divlab.diffusion.gmm import GaussianMixture
 from divlab.diffusion.gmm import class_log_weights
@@ -20,6 +25,19 @@ from divlab.diffusion.gmm import noised_eps
 from divlab.diffusion.gmm import noised_log_prob
 from divlab.diffusion.gmm import noised_score
 from divlab.diffusion.gmm import sample_mixture
+from divlab.diffusion.multistep import MAX_ORDER
+from divlab.diffusion.multistep import SolverSpec
+from divlab.diffusion.multistep import adams_bashforth_coefficients
+from divlab.diffusion.multistep import ghvb_coefficients
+from divlab.diffusion.multistep import multistep_coefficients
+from divlab.diffusion.multistep import parse_solver
+from divlab.diffusion.samplers import ddim
+from divlab.diffusion.samplers import dpm_solver_pp_2m
+from divlab.diffusion.samplers import ghvb
+from divlab.diffusion.samplers import plms
+from divlab.diffusion.samplers import plms_heavy_ball
+from divlab.diffusion.samplers import sample
+from divlab.diffusion.samplers import sample_on_grid
 from divlab.diffusion.schedules import CosineVPSchedule
 from divlab.diffusion.schedules import DiscreteVPSchedule
 from divlab.diffusion.schedules import LinearVPSchedule
@@ -34,7 +52,11 @@ from divlab.diffusion.schedules import sampling_grid
 
 __all__ = [
     "gmm",
+    "multistep",
+    "samplers",
     "schedules",
     *gmm.__all__,
+    *multistep.__all__,
+    *samplers.__all__,
     *schedules.__all__,
 ]
