@@ -10,11 +10,14 @@ Pure math, no training code. A learned model plugs in as `eps_fn(x, t)`, with
   multistep   Adams-Bashforth and GHVB weights, solver names ('hb3.8', ...).
   samplers    DDIM, PLMS, PLMS + heavy ball, GHVB, DPM-Solver++(2M) (+ heavy
               ball), and the `sample(name, ...)` dispatcher.
+  stability   characteristic polynomials, boundary loci and real stability
+              intervals on the test equation y' = lambda y.
 """
 from divlab.diffusion import gmm
 from divlab.diffusion import multistep
 from divlab.diffusion import samplers
 from divlab.diffusion import schedules
+from divlab.diffusion import stability
 from divlab.diffusion.gmm import GaussianMixture
 from divlab.diffusion.gmm import class_log_weights
 from divlab.diffusion.gmm import gaussian_mixture
@@ -49,14 +52,20 @@ from divlab.diffusion.schedules import ddpm_linear_alphas_cumprod
 from divlab.diffusion.schedules import discrete_schedule
 from divlab.diffusion.schedules import linear_schedule
 from divlab.diffusion.schedules import sampling_grid
+from divlab.diffusion.stability import boundary_locus
+from divlab.diffusion.stability import characteristic_polynomial
+from divlab.diffusion.stability import real_stability_interval
+from divlab.diffusion.stability import spectral_radius
 
 __all__ = [
     "gmm",
     "multistep",
     "samplers",
     "schedules",
+    "stability",
     *gmm.__all__,
     *multistep.__all__,
     *samplers.__all__,
     *schedules.__all__,
+    *stability.__all__,
 ]
