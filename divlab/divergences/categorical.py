@@ -22,9 +22,12 @@ logits of magnitude 1e4 are fine. A divergence that is mathematically infinite
 Speed: `entropy`, `cross_entropy`, `kl` (and `reverse_kl`) and `js` use fused
 `jax.custom_vjp` rules. KL reads each input twice in the forward pass (a max,
 then one pass that accumulates both normalisers and the cross term) and once in
-the backward pass, which recomputes the probabilities from the saved inputs
-rather than storing them; JS needs one more forward pass for the mixture. These
-four support reverse mode (`grad`, `vjp`, and forward-over-reverse such as
+the backward pass, which recomputes the probabilities from the inputs and the
+saved per-row max and log-normaliser rather than storing anything of the
+inputs' size; JS needs one more forward pass for the mixture. The backward
+passes are written on the same per-entry expressions as the forward passes, so
+when both run in one jit (`jax.grad`, `jax.value_and_grad`) XLA evaluates them
+once. These four support reverse mode (`grad`, `vjp`, and forward-over-reverse such as
 `jax.hessian`), not pure forward mode (`jax.jvp`, `jax.jacfwd`) of the function
 itself.
 """
@@ -165,15 +168,25 @@ def masked_log_softmax(logits: ArrayLike, *, axis: int = -1,
   return shifted - _safe_log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
 
 
-def _normalise(x: jax.Array, mask: Optional[jax.Array], axis: int, dtype):
-  """(shifted logits, their log-normaliser): log p = shifted - log_z.
+def _normalise(x: jax.Array, mask: Optional[jax.Array], axis: int, dtype,
+               with_sum: bool = True):
+  """(shifted logits, row max, log-normaliser): log p = shifted - log_z.
 
   The max is kept apart from log_z: folding both into one log-sum-exp would
-  round away ~1e-4 of log p at logits of magnitude 1e4 in float32.
+  round away ~1e-4 of log p at logits of magnitude 1e4 in float32. The two
+  per-row statistics are what the custom VJPs save for the backward pass.
   """
   x = _masked(x, mask, dtype)
-  shifted = x - _row_max(x, axis)
-  return shifted, _safe_log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+  top = _row_max(x, axis)
+  shifted = x - top
+  if not with_sum:
+    return shifted, top, None
+  return shifted, top, _safe_log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+
+
+def _log_probs_from_stats(x, mask, top, log_z):
+  """Recomputes log p from the logits and saved row statistics (one pass)."""
+  return (_masked(x, mask, top.dtype) - top) - log_z
 
 
 def _pair_log_probs(p_logits, q_logits, axis, where):
@@ -254,19 +267,20 @@ def _cross_entropy_core(p_logits, q_logits, mask, axis):
 
 def _cross_entropy_fwd(p_logits, q_logits, mask, axis):
   dtype = jnp.promote_types(jnp.result_type(p_logits, q_logits), jnp.float32)
-  shifted_p, _ = _normalise(p_logits, mask, axis, dtype)
-  shifted_q, log_zq = _normalise(q_logits, mask, axis, dtype)
+  shifted_p, top_p, log_zp = _normalise(p_logits, mask, axis, dtype)
+  shifted_q, top_q, log_zq = _normalise(q_logits, mask, axis, dtype)
   weights_p = jnp.exp(shifted_p)
   total_p = jnp.sum(weights_p, axis=axis, keepdims=True)
   cross = jnp.sum(jnp.where(weights_p > 0, weights_p * shifted_q, 0.0),
                   axis=axis, keepdims=True)
   value = jnp.maximum(log_zq - cross / _nonzero_or_one(total_p), 0.0)
-  return jnp.squeeze(value, axis), (p_logits, q_logits, mask, value)
+  stats = (top_p, log_zp, top_q, log_zq)
+  return jnp.squeeze(value, axis), (p_logits, q_logits, mask, stats, value)
 
 
 def _cross_entropy_bwd(axis, residuals, g):
-  p_logits, q_logits, mask, value = residuals
-  log_p, log_q = _recompute_log_probs(p_logits, q_logits, mask, axis, value.dtype)
+  p_logits, q_logits, mask, stats, value = residuals
+  log_p, log_q = _recompute_log_probs(p_logits, q_logits, mask, stats)
   p, q = jnp.exp(log_p), jnp.exp(log_q)
   g = jnp.expand_dims(g, axis)
   grad_p = -g * jnp.where(p > 0, p * (log_q + value), 0.0)
@@ -274,10 +288,10 @@ def _cross_entropy_bwd(axis, residuals, g):
   return _cotangent(grad_p, p_logits), _cotangent(grad_q, q_logits), None
 
 
-def _recompute_log_probs(p_logits, q_logits, mask, axis, dtype):
-  shifted_p, log_zp = _normalise(p_logits, mask, axis, dtype)
-  shifted_q, log_zq = _normalise(q_logits, mask, axis, dtype)
-  return shifted_p - log_zp, shifted_q - log_zq
+def _recompute_log_probs(p_logits, q_logits, mask, stats):
+  top_p, log_zp, top_q, log_zq = stats
+  return (_log_probs_from_stats(p_logits, mask, top_p, log_zp),
+          _log_probs_from_stats(q_logits, mask, top_q, log_zq))
 
 
 def cross_entropy(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
@@ -310,28 +324,45 @@ def _kl_core(p_logits, q_logits, mask, axis):
   return _kl_fwd(p_logits, q_logits, mask, axis)[0]
 
 
+def _kl_terms(p_logits, q_logits, mask, top_p, top_q):
+  """exp(shifted p), shifted q and the cross terms e_p (shifted p - shifted q)."""
+  dtype = top_p.dtype
+  shifted_p = _masked(p_logits, mask, dtype) - top_p
+  shifted_q = _masked(q_logits, mask, dtype) - top_q
+  weights_p = jnp.exp(shifted_p)
+  cross = jnp.where(weights_p > 0, weights_p * (shifted_p - shifted_q), 0.0)
+  return weights_p, shifted_q, cross
+
+
 def _kl_fwd(p_logits, q_logits, mask, axis):
   dtype = jnp.promote_types(jnp.result_type(p_logits, q_logits), jnp.float32)
-  shifted_p, log_zp = _normalise(p_logits, mask, axis, dtype)
-  shifted_q, log_zq = _normalise(q_logits, mask, axis, dtype)
-  weights_p = jnp.exp(shifted_p)
+  _, top_p, _ = _normalise(p_logits, mask, axis, dtype, with_sum=False)
+  _, top_q, log_zq = _normalise(q_logits, mask, axis, dtype)
+  weights_p, _, cross = _kl_terms(p_logits, q_logits, mask, top_p, top_q)
   total_p = jnp.sum(weights_p, axis=axis, keepdims=True)
+  log_zp = _safe_log(total_p)
   # KL = E_p[shifted_p - shifted_q] - log Z_p + log Z_q: the expectation needs
   # only unnormalised weights, so it shares the pass that sums the normalisers.
-  cross = jnp.sum(jnp.where(weights_p > 0, weights_p * (shifted_p - shifted_q), 0.0),
-                  axis=axis, keepdims=True)
+  expectation = jnp.sum(cross, axis=axis, keepdims=True) / _nonzero_or_one(total_p)
   # The cancellation in E_p[.] - log Z_p + log Z_q can leave -1e-8 for P ~ Q.
-  value = jnp.maximum(cross / _nonzero_or_one(total_p) - log_zp + log_zq, 0.0)
-  return jnp.squeeze(value, axis), (p_logits, q_logits, mask, value)
+  value = jnp.maximum(expectation - log_zp + log_zq, 0.0)
+  stats = (top_p, log_zp, top_q, log_zq)
+  return jnp.squeeze(value, axis), (p_logits, q_logits, mask, stats, value)
 
 
 def _kl_bwd(axis, residuals, g):
-  p_logits, q_logits, mask, value = residuals
-  log_p, log_q = _recompute_log_probs(p_logits, q_logits, mask, axis, value.dtype)
-  p, q = jnp.exp(log_p), jnp.exp(log_q)
+  p_logits, q_logits, mask, stats, value = residuals
+  top_p, log_zp, top_q, log_zq = stats
+  # Rebuilt from the same expressions as the forward pass, which XLA shares
+  # when both run in one jit: p = e_p / Z_p and
+  # p (log p - log q - KL) = cross / Z_p - p (log Z_p - log Z_q + KL).
+  weights_p, shifted_q, cross = _kl_terms(p_logits, q_logits, mask, top_p, top_q)
+  inv_zp = jnp.exp(-log_zp)
+  p = weights_p * inv_zp
+  q = jnp.exp(shifted_q) * jnp.exp(-log_zq)
   g = jnp.expand_dims(g, axis)
-  # d KL / d p_logits = p (log p - log q - KL);  d KL / d q_logits = q - p.
-  grad_p = g * jnp.where(p > 0, p * (log_p - log_q - value), 0.0)
+  grad_p = g * jnp.where(weights_p > 0, cross * inv_zp - p * (log_zp - log_zq + value),
+                         0.0)
   grad_q = g * (q - p)
   return _cotangent(grad_p, p_logits), _cotangent(grad_q, q_logits), None
 
@@ -394,18 +425,35 @@ def reverse_kl(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
 # Generalised Jensen-Shannon: normalisers, then one pass over the mixture.
 
 
-def _js_parts(p_logits, q_logits, mask, beta, axis, dtype):
-  shifted_p, log_zp = _normalise(p_logits, mask, axis, dtype)
-  shifted_q, log_zq = _normalise(q_logits, mask, axis, dtype)
+def _js_stats(p_logits, q_logits, mask, axis, dtype):
+  _, top_p, log_zp = _normalise(p_logits, mask, axis, dtype)
+  _, top_q, log_zq = _normalise(q_logits, mask, axis, dtype)
+  return top_p, log_zp, top_q, log_zq
+
+
+def _js_parts(p_logits, q_logits, mask, beta, stats):
+  """p, q and the terms p log(p/m), q log(q/m), in one pass.
+
+  p is formed as exp(shifted) / Z with the same exp as the normalising sum,
+  so inside one jit the forward and backward passes share a single exp per
+  entry and input; the only other transcendental is log m.
+  """
+  top_p, log_zp, top_q, log_zq = stats
+  dtype = top_p.dtype
+  shifted_p = _masked(p_logits, mask, dtype) - top_p
+  shifted_q = _masked(q_logits, mask, dtype) - top_q
   log_p, log_q = shifted_p - log_zp, shifted_q - log_zq
-  p, q = jnp.exp(log_p), jnp.exp(log_q)
+  p = jnp.exp(shifted_p) * jnp.exp(-log_zp)
+  q = jnp.exp(shifted_q) * jnp.exp(-log_zq)
   beta = beta.astype(dtype)
   log_m = jnp.log(beta * p + (1 - beta) * q)
   # The mixture is at least each weighted component; the bound repairs the
   # case where tiny weighted probabilities underflow to 0 in the sum.
   log_m = jnp.maximum(log_m, jnp.maximum(jnp.log(beta) + log_p,
                                          jnp.log1p(-beta) + log_q))
-  return log_p, log_q, p, q, log_m
+  terms_p = jnp.where(p > 0, p * (log_p - log_m), 0.0)
+  terms_q = jnp.where(q > 0, q * (log_q - log_m), 0.0)
+  return p, q, terms_p, terms_q
 
 
 def _xlogx(x: jax.Array) -> jax.Array:
@@ -419,9 +467,10 @@ def _js_core(p_logits, q_logits, mask, beta, axis):
 
 def _js_fwd(p_logits, q_logits, mask, beta, axis):
   dtype = jnp.promote_types(jnp.result_type(p_logits, q_logits), jnp.float32)
-  log_p, log_q, p, q, log_m = _js_parts(p_logits, q_logits, mask, beta, axis, dtype)
-  kl_pm = jnp.sum(jnp.where(p > 0, p * (log_p - log_m), 0.0), axis=axis)
-  kl_qm = jnp.sum(jnp.where(q > 0, q * (log_q - log_m), 0.0), axis=axis)
+  stats = _js_stats(p_logits, q_logits, mask, axis, dtype)
+  _, _, terms_p, terms_q = _js_parts(p_logits, q_logits, mask, beta, stats)
+  kl_pm = jnp.sum(terms_p, axis=axis)
+  kl_qm = jnp.sum(terms_q, axis=axis)
   b = beta.astype(dtype)
   # A zero weight silences its term even when that KL is infinite.
   value = (jnp.where(b > 0, b * kl_pm, 0.0)
@@ -429,23 +478,22 @@ def _js_fwd(p_logits, q_logits, mask, beta, axis):
   # 0 <= JS_beta <= binary entropy of beta (log 2 at beta = 1/2).
   bound = -(_xlogx(b) + _xlogx(1 - b))
   value = jnp.clip(value, 0.0, bound)
-  return value, (p_logits, q_logits, mask, beta, kl_pm, kl_qm)
+  return value, (p_logits, q_logits, mask, beta, stats, kl_pm, kl_qm)
 
 
 def _js_bwd(axis, residuals, g):
-  p_logits, q_logits, mask, beta, kl_pm, kl_qm = residuals
+  p_logits, q_logits, mask, beta, stats, kl_pm, kl_qm = residuals
   dtype = kl_pm.dtype
-  log_p, log_q, p, q, log_m = _js_parts(p_logits, q_logits, mask, beta, axis, dtype)
+  p, q, terms_p, terms_q = _js_parts(p_logits, q_logits, mask, beta, stats)
   b = beta.astype(dtype)
   g_kept = jnp.expand_dims(g, axis)
   # d JS / d p_logits = beta p (log p - log m - KL(P||M)), symmetric for Q;
-  # d JS / d beta = KL(P||M) - KL(Q||M).
-  grad_p = g_kept * jnp.where((p > 0) & (b > 0),
-                              b * p * (log_p - log_m - jnp.expand_dims(kl_pm, axis)),
+  # d JS / d beta = KL(P||M) - KL(Q||M). Written on the forward's per-entry
+  # terms p log(p/m), so that inside one jit XLA computes them only once.
+  grad_p = g_kept * jnp.where(b > 0, b * (terms_p - p * jnp.expand_dims(kl_pm, axis)),
                               0.0)
-  grad_q = g_kept * jnp.where((q > 0) & (b < 1),
-                              (1 - b) * q * (log_q - log_m
-                                             - jnp.expand_dims(kl_qm, axis)),
+  grad_q = g_kept * jnp.where(b < 1, (1 - b) * (terms_q
+                                                - q * jnp.expand_dims(kl_qm, axis)),
                               0.0)
   grad_beta = jnp.sum(g * (kl_pm - kl_qm)).astype(beta.dtype)
   return (_cotangent(grad_p, p_logits), _cotangent(grad_q, q_logits), None,
