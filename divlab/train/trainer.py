@@ -102,6 +102,7 @@ def train_model(*,
                 mesh: Optional[jax.sharding.Mesh] = None,
                 train_step: Optional[Callable] = None,
                 eval_step: Optional[Callable] = None,
+                tx: Optional[optax.GradientTransformation] = None,
                 desc: str = "train") -> tuple[PyTree, dict]:
   """Trains one model in its own workdir with the shared layer; resumable.
 
@@ -123,6 +124,10 @@ def train_model(*,
       reuse (e.g. across seeds of one method, to compile once); built from
       ``loss_fn`` when None.
     eval_step: likewise, from ``loop.make_eval_step(per_example_metrics, mesh)``.
+    tx: the optimizer (default: ``make_optimizer(config.optimizer, ...)``).
+      ``TrainState.tx`` is static, so a reused ``train_step`` compiles once
+      only if every run passes the *same* optax object: build it once per
+      method and pass it here.
     desc: progress-bar label.
 
   Returns:
@@ -136,7 +141,7 @@ def train_model(*,
   batch_size = int(config.data.batch_size)
   parallel.check_batch_size(batch_size, mesh)
   num_steps = int(config.train.num_steps)
-  tx = make_optimizer(config.optimizer, num_steps)
+  tx = make_optimizer(config.optimizer, num_steps) if tx is None else tx
   if params is None:
     params = init_params(model, train_arrays["x"], seed)
   state = create_state(params, tx, seed, mesh)

@@ -116,7 +116,7 @@ def _train_one(config, dataset, prepared, method, beta, seed, path, steps,
       eval_sets={"val": splits["val"], "test": splits["test"]},
       per_example_metrics=steps["per_example"], seed=seed,
       train_step=steps["train_step"], eval_step=steps["eval_step"],
-      desc=f"{dataset} {method} beta={beta:g} seed {seed}")
+      tx=steps["tx"], desc=f"{dataset} {method} beta={beta:g} seed {seed}")
   chosen = select_step(metrics_lib.read_metrics(path), config.fgsm_epsilons)
   held_out = splits["test"]
   limit = int(config.info_plane_points)
@@ -126,22 +126,6 @@ def _train_one(config, dataset, prepared, method, beta, seed, path, steps,
           "test_mse": chosen["test_mse"],
           **{k: chosen[k] for k in chosen if k.startswith("fgsm_")},
           "i_xt": float(plane["i_xt"]), "i_yt": float(plane["i_yt"])}
-
-
-def _pin_optimizer(step, tx):
-  """Runs the shared `step` on states carrying one fixed optimizer object.
-
-  `TrainState.tx` is a static (hashed) field, and `trainer.train_model` builds
-  a new, equal-acting optax object for every run, so a reused jitted step
-  would still be retraced and recompiled for every seed. Replacing it by
-  `tx`, built from the same `config.optimizer`, keeps one compilation per
-  (method, beta); the update is unchanged.
-  """
-
-  def pinned(state, batch):
-    return step(state.replace(tx=tx), batch)
-
-  return pinned
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[dict]:
@@ -185,9 +169,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
           loss_fn = methods_lib.make_loss_fn(config, method, beta, model)
           train_steps[(method, beta)] = {
               "loss_fn": loss_fn,
-              "train_step": _pin_optimizer(
-                  parallel.make_train_step(loss_fn, mesh), tx)}
-        steps = {**train_steps[(method, beta)],
+              "train_step": parallel.make_train_step(loss_fn, mesh)}
+        # `tx` is static in the state: one object for all runs keeps one compile.
+        steps = {**train_steps[(method, beta)], "tx": tx,
                  "per_example": evaluator["per_example"],
                  "eval_step": evaluator["eval_step"]}
         for seed in range(config.seed, config.seed + config.num_seeds):
