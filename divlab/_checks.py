@@ -40,7 +40,9 @@ def check_in_range(value: Any, name: str, low: float, high: float,
   v = float(value)
   ok_low = v >= low if low_inclusive else v > low
   ok_high = v <= high if high_inclusive else v < high
-  if not (ok_low and ok_high and np.isfinite(v) or (v == high == np.inf)):
+  # An infinite value is allowed only as an inclusive infinite upper end.
+  allowed_inf = high_inclusive and v == high == np.inf
+  if not ((ok_low and ok_high and np.isfinite(v)) or allowed_inf):
     lb = "[" if low_inclusive else "("
     rb = "]" if high_inclusive else ")"
     raise ValueError(f"`{name}` must lie in {lb}{low}, {high}{rb}, got {value!r}.")

@@ -190,10 +190,7 @@ def sliced_wasserstein(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     >>> float(sliced_wasserstein(jnp.array([0., 1.]), jnp.array([2., 3.]), key))
     2.0
   """
-  # check_in_range lets p = inf through even with an open upper bound.
-  if _checks.is_concrete_number(p) and not np.isfinite(float(p)):
-    raise ValueError(f"`p` must be finite, got {p!r}.")
-  _checks.check_in_range(p, "p", 1.0, np.inf)
+  _checks.check_in_range(p, "p", 1.0, np.inf, high_inclusive=False)
   if not isinstance(num_projections, (int, np.integer)) or num_projections < 1:
     raise ValueError(
         f"`num_projections` must be a positive int, got {num_projections!r}.")

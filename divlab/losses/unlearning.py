@@ -109,7 +109,7 @@ def _log_likelihood_pair(logp: ArrayLike, ref_logp: ArrayLike,
 
 
 def _check_weight(weight: Any, name: str) -> None:
-  _checks.check_in_range(weight, name, 0.0, np.inf)
+  _checks.check_in_range(weight, name, 0.0, np.inf, high_inclusive=False)
 
 
 def _forget_plus_retain(forget_values: jax.Array,

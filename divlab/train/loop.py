@@ -11,7 +11,6 @@ import contextlib
 import pathlib
 import signal
 import threading
-import time
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from absl import logging
@@ -209,13 +208,3 @@ def evaluate(eval_step: Callable, params: PyTree, arrays: Mapping[str, np.ndarra
   count = float(totals.pop("count"))
   return {k: float(v) / count for k, v in totals.items()}
 
-
-class Timer:
-  """Wall-clock seconds of a block, for steps/s in summaries."""
-
-  def __enter__(self):
-    self.start = time.perf_counter()
-    return self
-
-  def __exit__(self, *exc):
-    self.seconds = time.perf_counter() - self.start

@@ -573,3 +573,24 @@ def test_public_functions_are_exported_and_documented():
 def test_docstring_examples_run():
   result = doctest.testmod(dv, extraglobs={"jnp": jnp}, verbose=False)
   assert result.attempted >= len(dv.__all__) and result.failed == 0
+
+
+def test_hessian_of_kl_in_p_with_masked_entries_is_finite_and_correct():
+  # d^2 KL(P || Q) / d p_logits^2 restricted to the included entries equals the
+  # Hessian of sum_i p_i (log p_i - log q_i) over those entries alone; the
+  # excluded entry has zero rows and columns (no NaN from the where-trap).
+  p_logits = np.array([0.1, 0.5, 2.0, -0.7])
+  q_logits = np.array([0.3, -0.2, 1.0, 0.4])
+  keep = np.array([True, True, False, True])
+  hessian = jax.jit(jax.hessian(lambda a: dv.kl(a, q_logits, where=keep)))(p_logits)
+  idx = np.flatnonzero(keep)
+  with jax.enable_x64(True):
+    def direct(a):
+      log_p = jax.nn.log_softmax(a)
+      log_q = jax.nn.log_softmax(jnp.asarray(q_logits[idx]))
+      return jnp.sum(jnp.exp(log_p) * (log_p - log_q))
+    expected = np.asarray(jax.hessian(direct)(jnp.asarray(p_logits[idx])))
+  full = np.zeros((4, 4))
+  full[np.ix_(idx, idx)] = expected
+  assert np.all(np.isfinite(np.asarray(hessian)))
+  close(hessian, full, atol=1e-6)
