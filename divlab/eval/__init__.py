@@ -4,8 +4,11 @@
   `margins`, `kl_to_reference`.
 * `membership` (numpy, host): `mia_auc`.
 * `unlearning` (numpy, host): `klom`, `klom_summary`.
+* `datamodels` (numpy, host): ridge datamodels `fit_datamodels`,
+  `predict_datamodels`, `select_ridge`.
 """
 from divlab.eval import classification
+from divlab.eval import datamodels
 from divlab.eval import membership
 from divlab.eval import unlearning
 from divlab.eval.classification import accuracy
@@ -15,9 +18,13 @@ from divlab.eval.classification import margins
 from divlab.eval.unlearning import klom
 from divlab.eval.unlearning import klom_summary
 from divlab.eval.membership import mia_auc
+from divlab.eval.datamodels import fit_datamodels
+from divlab.eval.datamodels import predict_datamodels
+from divlab.eval.datamodels import select_ridge
 
 __all__ = [
     "classification",
+    "datamodels",
     "membership",
     "unlearning",
     "accuracy",
@@ -27,4 +34,7 @@ __all__ = [
     "klom",
     "klom_summary",
     "mia_auc",
+    "fit_datamodels",
+    "predict_datamodels",
+    "select_ridge",
 ]

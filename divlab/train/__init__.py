@@ -1,10 +1,14 @@
 """The one shared training layer: state, data-parallel step, checkpoints, loop, metrics."""
 from divlab.train import checkpoint
+from divlab.train import ensemble
 from divlab.train import loop
 from divlab.train import metrics
 from divlab.train import parallel
 from divlab.train import trainer
+from divlab.train import zipped
 from divlab.train.checkpoint import Checkpointer
+from divlab.train.ensemble import EnsembleLoader
+from divlab.train.ensemble import train_ensemble
 from divlab.train.loop import NonFiniteLossError
 from divlab.train.loop import Preempted
 from divlab.train.loop import evaluate
@@ -24,3 +28,4 @@ from divlab.train.trainer import create_state
 from divlab.train.trainer import load_model
 from divlab.train.trainer import make_optimizer
 from divlab.train.trainer import train_model
+from divlab.train.zipped import ZippedLoader
