@@ -83,9 +83,13 @@ def check_batch_size(global_batch_size: int, mesh: Mesh,
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-  """Places a host pytree (identical on every host) replicated on the mesh."""
+  """Places a pytree (identical on every host) replicated on the mesh.
+
+  The result always owns fresh buffers (``may_alias=False``): the train step
+  donates its state, and an aliased input would delete the caller's arrays.
+  """
   sharding = replicated(mesh)
-  return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+  return jax.tree.map(lambda x: jax.device_put(x, sharding, may_alias=False), tree)
 
 
 def shard_batch(local_batch: PyTree, mesh: Mesh) -> PyTree:

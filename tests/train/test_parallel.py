@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -44,3 +46,22 @@ def test_whole_batch_loss_sees_the_global_batch(runs):
   np.testing.assert_allclose(eight["mmds"], one["mmds"], rtol=1e-5)
   for g1, g8 in zip(one["grad_leaves"], eight["grad_leaves"]):
     np.testing.assert_allclose(g8, g1, rtol=1e-4, atol=1e-7)
+
+
+def test_donating_step_keeps_the_callers_params():
+  # The step donates its state; create_state must not alias the caller's
+  # arrays, or they would be deleted by the first step.
+  import optax  # pylint: disable=g-import-not-at-top
+  from divlab.train import parallel, trainer  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh()
+  params = {"w": jnp.ones((3,))}
+
+  def loss_fn(p, batch, rng):
+    del rng
+    return jnp.mean((batch["x"] @ p["w"]) ** 2), {}
+
+  state = trainer.create_state(params, optax.sgd(0.1), 0, mesh)
+  step = parallel.make_train_step(loss_fn, mesh)
+  batch = parallel.shard_batch({"x": np.ones((len(jax.devices()), 3), np.float32)}, mesh)
+  step(state, batch)
+  np.testing.assert_array_equal(np.asarray(params["w"]), np.ones(3))
