@@ -216,6 +216,8 @@ def ccdcov(yhat: jax.typing.ArrayLike,
   are joined along features into one vector, so the penalty targets
   dependence of yhat on all of them jointly (not one at a time). Unbiased
   U-statistic by default, as in the distance-covariance fairness code.
+  Source: "Machine Learning with Multitype Protected Attributes: Intersectional
+  Fairness through Regularisation", which proposes CCdCov.
 
   Args:
     yhat: predictions `[n, q]` (or `[n]`).

@@ -549,6 +549,12 @@ def dual(g: Generator) -> Generator:
   D_{f_dual}(P || Q) = D_f(Q || P): the dual swaps the arguments, e.g.
   dual(kl_forward()) is the reverse KL. dual(dual(g)) == g.
 
+  Args:
+    g: a generator, e.g. `pearson()`.
+
+  Returns:
+    The generator of D_f(Q || P).
+
   Example:
     >>> round(float(dual(pearson()).f(0.5)), 4)  # (1 - v)^2 / v
     0.5
@@ -574,6 +580,12 @@ def symmetrized(g: Generator) -> Generator:
   symmetrized(kl_forward()) is `jeffreys()` (half of Jeffreys' 1946 sum) and
   symmetrized(pearson()) is half of Pearson plus Neyman chi^2. Self-dual; no
   conjugate is provided.
+
+  Args:
+    g: a generator, e.g. `kl_forward()`.
+
+  Returns:
+    The generator of (D_f(P || Q) + D_f(Q || P)) / 2.
 
   Example:
     >>> round(float(symmetrized(kl_forward()).f(2.0)), 4)  # (2 - 1) log(2) / 2

@@ -195,7 +195,9 @@ def gradient_ascent(forget_logp: ArrayLike,
 
   Minimising the log-likelihood is gradient *ascent* on the usual NLL, which
   is where the name comes from. The loss is unbounded below, so GA diverges if
-  run long enough (the behaviour NPO was designed to fix).
+  run long enough (the behaviour NPO was designed to fix). Source: the GA
+  baseline of Zhang et al., "Negative Preference Optimization" (2024); also
+  Jang et al. (2023), "Knowledge Unlearning".
 
   Args:
     forget_logp: ``[...]`` log-likelihoods of the forget examples.
@@ -225,6 +227,9 @@ def grad_diff(forget_logp: ArrayLike,
               reduction: str = "none",
               normalizer: Optional[ArrayLike] = None) -> jax.Array:
   """Gradient difference: GA on the forget set plus NLL on the retain set.
+
+  Source: Liu et al. (2022), "Continual Learning and Private Unlearning"; the
+  GradDiff baseline of the TOFU benchmark (Maini et al., 2024) and of NPO.
 
   ``L = log pi(y_f | x_f) - retain_weight * log pi(y_r | x_r)``
 
@@ -321,6 +326,8 @@ def npo_rt(forget_logp: ArrayLike,
            normalizer: Optional[ArrayLike] = None) -> jax.Array:
   """NPO plus the retain-set NLL (NPO+RT; "npo_grad_diff" in the released code).
 
+  Source: Zhang et al., "Negative Preference Optimization" (2024), Sec. 5.
+
   ``L = NPO(forget) - retain_weight * log pi_theta(y_r | x_r)``
 
   The released code adds the retain set's token-mean NLL (the model's
@@ -371,6 +378,8 @@ def npo_kl(forget_logp: ArrayLike,
            reduction: str = "none",
            normalizer: Optional[ArrayLike] = None) -> jax.Array:
   """NPO plus KL(pi_ref || pi_theta) on the retain set (NPO+KL).
+
+  Source: Zhang et al., "Negative Preference Optimization" (2024), Sec. 5.
 
   ``L = NPO(forget) + kl_weight * sum_positions KL(pi_ref(.|ctx) || pi_theta(.|ctx))``
 
