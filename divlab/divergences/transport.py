@@ -19,10 +19,6 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ott.geometry import pointcloud
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import sinkhorn as ott_sinkhorn
-from ott.tools import sinkhorn_divergence as ott_divergence
 
 from divlab import _checks
 # Package-internal sample helpers, shared with the kernel estimators.
@@ -88,6 +84,11 @@ def sinkhorn(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     4.0
   """
   x, y, a, b = _prepare(x, y, epsilon, a, b, max_iterations, threshold)
+  # ott is imported on first use: it is two thirds of `import divlab`'s time,
+  # which every subprocess, notebook kernel and test worker pays otherwise.
+  from ott.geometry import pointcloud  # pylint: disable=g-import-not-at-top
+  from ott.problems.linear import linear_problem  # pylint: disable=g-import-not-at-top
+  from ott.solvers.linear import sinkhorn as ott_sinkhorn  # pylint: disable=g-import-not-at-top
   geom = pointcloud.PointCloud(x, y, epsilon=epsilon, relative_epsilon=None)
   problem = linear_problem.LinearProblem(geom, a=a, b=b)
   solver = ott_sinkhorn.Sinkhorn(max_iterations=max_iterations, threshold=threshold)
@@ -134,6 +135,8 @@ def sinkhorn_divergence(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     True
   """
   x, y, a, b = _prepare(x, y, epsilon, a, b, max_iterations, threshold)
+  from ott.geometry import pointcloud  # pylint: disable=g-import-not-at-top
+  from ott.tools import sinkhorn_divergence as ott_divergence  # pylint: disable=g-import-not-at-top
   value, _ = ott_divergence.sinkhorn_divergence(
       pointcloud.PointCloud, x, y, a=a, b=b, epsilon=epsilon,
       relative_epsilon=None,
