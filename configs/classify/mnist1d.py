@@ -39,7 +39,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 1000
   config.train.keep_checkpoints = 2
   config.progress = True
+  return apply_arg(config, arg)
 
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """Applies the config arg: '' or 'full' as is, 'smoke' shrunk to seconds."""
   if arg == "smoke":
     config.train.num_steps = 20
     config.train.log_every = 5

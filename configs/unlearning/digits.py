@@ -10,99 +10,14 @@ datamodels. See experiments/unlearning/README.md.
 """
 import ml_collections
 
-METHODS = ("noop", "finetune", "ga", "grad_diff", "npo", "npo_rt", "simnpo", "ga_gu",
-           "npo_gu", "om", "dmm", "retrain")
+from configs.unlearning import mnist1d
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.experiment = "unlearning"
-  config.setup = "classification"
-  config.seed = 0
-  config.num_models = 16                  # N: models per method (and per oracle pool)
-
-  config.data = ml_collections.ConfigDict()
+  config = mnist1d.get_config()
   config.data.name = "divlab_digits"
-  config.data.train_split = "train"
-  config.data.eval_split = "test"
-  config.data.batch_size = 64
-
-  config.model = {"arch": "mlp", "hidden": (100, 100)}
-
-  config.forget = ml_collections.ConfigDict()
-  config.forget.kinds = ("random", "class")
-  config.forget.fraction = 0.1
-  config.forget.class_label = 3
-  config.forget.seed = 0
-
-  # Original, oracle and subset models (one ensemble).
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 1e-3
-  config.train = ml_collections.ConfigDict()
   config.train.num_steps = 1500
-  config.train.log_every = 100
-  config.train.eval_every = 0
-  config.train.checkpoint_every = 1000
-  config.train.keep_checkpoints = 1
-
-  config.datamodels = ml_collections.ConfigDict()
-  config.datamodels.num_models = 128
-  config.datamodels.subset_fraction = 0.5
-  config.datamodels.subset_seed = 1
-  config.datamodels.ridges = (1.0, 10.0, 100.0, 1000.0)
-  config.datamodels.holdout_fraction = 0.2
-
-  config.methods = METHODS
-  config.unlearn = ml_collections.ConfigDict()
   config.unlearn.num_steps = 200
-  config.unlearn.log_every = 50
-  config.unlearn.eval_every = 10
   config.unlearn.checkpoint_every = 200
-  config.unlearn.keep_checkpoints = 1
-  config.unlearn.forget_batch_size = 64
-  config.unlearn.retain_batch_size = 64
-  config.unlearn.optimizer = ml_collections.ConfigDict()
-  config.unlearn.optimizer.name = "adam"
-  config.unlearn.optimizer.learning_rate = 1e-3
-  config.unlearn.learning_rates = ml_collections.ConfigDict()  # per-method overrides
-  config.unlearn.npo_beta = 1.0
-  config.unlearn.simnpo_beta = 2.5
-  config.unlearn.simnpo_gamma = 0.0
-  config.unlearn.retain_weight = 1.0
-  config.unlearn.gu_metric = "adam"
-  config.unlearn.trajectory_retain_points = 1000
   config.unlearn.trajectory_test_points = 360
-
-  config.klom = ml_collections.ConfigDict()
-  config.klom.num_bins = 20
-  config.klom.clip = 100.0
-  config.klom.floor = 1e-5
-  config.klom.percentile = 95
-  config.klom.bootstrap = 20
-  config.progress = True
-
-  if arg == "smoke":
-    # Seconds, dominated by compilation: one method per code path (plain
-    # forget loss, GU gradients, margin matching with datamodels).
-    config.methods = ("noop", "ga", "npo_gu", "dmm", "retrain")
-    config.num_models = 2
-    config.datamodels.num_models = 6
-    config.datamodels.ridges = (10.0, 100.0)
-    config.datamodels.holdout_fraction = 0.34
-    config.train.num_steps = 20
-    config.train.log_every = 10
-    config.train.checkpoint_every = 20
-    config.unlearn.num_steps = 6
-    config.unlearn.log_every = 3
-    config.unlearn.eval_every = 3
-    config.unlearn.checkpoint_every = 6
-    config.unlearn.forget_batch_size = 16
-    config.unlearn.retain_batch_size = 16
-    config.unlearn.trajectory_retain_points = 64
-    config.unlearn.trajectory_test_points = 64
-    config.klom.bootstrap = 2
-    config.progress = False
-  elif arg not in ("", "full"):
-    raise ValueError(f"unknown config arg {arg!r}; use '', 'full' or 'smoke'.")
-  return config
+  return mnist1d.apply_arg(config, arg)

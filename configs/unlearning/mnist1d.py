@@ -81,7 +81,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.klom.percentile = 95
   config.klom.bootstrap = 20
   config.progress = True
+  return apply_arg(config, arg)
 
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """Applies the config arg: '' or 'full' as is, 'smoke' shrunk to seconds."""
   if arg == "smoke":
     # Seconds, dominated by compilation: one method per code path (plain
     # forget loss, GU gradients, margin matching with datamodels).

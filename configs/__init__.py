@@ -1,0 +1,1 @@
+"""Experiment configs: `get_config(arg)` files, one folder per family."""
