@@ -7,7 +7,7 @@ computation, and the checks cost nothing inside `jit`.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,26 @@ def check_same_shape(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike,
   if sa != sb:
     raise ValueError(
         f"`{name_a}` and `{name_b}` must have the same shape, got {sa} and {sb}.")
+
+
+def broadcast_mask(mask: Optional[jax.typing.ArrayLike], shape: tuple[int, ...],
+                   name: str) -> Optional[jax.Array]:
+  """Broadcasts a boolean mask to `shape`; a mask that does not fit is refused.
+
+  Only the mask may broadcast (a `[B]` mask over `[B]` values, a `[1, T]` one
+  over `[B, T]`); one that would enlarge `shape` raises ValueError naming it.
+  """
+  if mask is None:
+    return None
+  mask = jnp.asarray(mask)
+  try:
+    fits = jnp.broadcast_shapes(mask.shape, shape) == tuple(shape)
+  except ValueError:
+    fits = False
+  if not fits:
+    raise ValueError(f"`{name}` of shape {mask.shape} does not broadcast to "
+                     f"{tuple(shape)}.")
+  return jnp.broadcast_to(mask.astype(bool), shape)
 
 
 def check_floating(x: jax.typing.ArrayLike, name: str) -> None:

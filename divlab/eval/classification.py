@@ -45,21 +45,6 @@ def _labels(labels: ArrayLike, logits: jax.Array) -> jax.Array:
   return labels.astype(jnp.int32)
 
 
-def _example_mask(where: Optional[ArrayLike],
-                  shape: tuple[int, ...]) -> Optional[jax.Array]:
-  if where is None:
-    return None
-  where = jnp.asarray(where)
-  try:
-    fits = jnp.broadcast_shapes(where.shape, shape) == tuple(shape)
-  except ValueError:
-    fits = False
-  if not fits:
-    raise ValueError(f"`where` of shape {where.shape} does not broadcast to the "
-                     f"example shape {tuple(shape)}.")
-  return jnp.broadcast_to(where.astype(bool), shape)
-
-
 def accuracy(logits: ArrayLike,
              labels: ArrayLike,
              where: Optional[ArrayLike] = None) -> jax.Array:
@@ -81,7 +66,7 @@ def accuracy(logits: ArrayLike,
   """
   logits = _logits(logits)
   labels = _labels(labels, logits)
-  mask = _example_mask(where, labels.shape)
+  mask = _checks.broadcast_mask(where, labels.shape, "where")
   correct = (jnp.argmax(logits, axis=-1) == labels).astype(logits.dtype)
   return reduce_loss(correct, "mean", where=mask)
 
@@ -116,7 +101,7 @@ def expected_calibration_error(logits: ArrayLike,
     raise ValueError(f"`num_bins` must be a Python int >= 1, got {num_bins!r}.")
   logits = _logits(logits)
   labels = _labels(labels, logits)
-  mask = _example_mask(where, labels.shape)
+  mask = _checks.broadcast_mask(where, labels.shape, "where")
   if mask is None:
     mask = jnp.ones(labels.shape, bool)
   probs = jax.nn.softmax(logits, axis=-1)
@@ -188,7 +173,7 @@ def kl_to_reference(logits: ArrayLike,
   logits = _logits(logits)
   ref_logits = _logits(ref_logits, "ref_logits")
   _checks.check_same_shape(logits, ref_logits, "logits", "ref_logits")
-  mask = _example_mask(where, logits.shape[:-1])
+  mask = _checks.broadcast_mask(where, logits.shape[:-1], "where")
   if mask is not None:
     # Padded rows may hold anything; blank them so they cannot produce NaN.
     logits = jnp.where(mask[..., None], logits, 0)

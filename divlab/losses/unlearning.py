@@ -73,22 +73,6 @@ def _as_float(x: ArrayLike, name: str) -> jax.Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _mask(where: Optional[ArrayLike], shape: tuple[int, ...],
-          name: str) -> Optional[jax.Array]:
-  """Broadcasts a boolean mask to `shape`, refusing shapes that do not fit."""
-  if where is None:
-    return None
-  where = jnp.asarray(where)
-  try:
-    fits = jnp.broadcast_shapes(where.shape, shape) == tuple(shape)
-  except ValueError:
-    fits = False
-  if not fits:
-    raise ValueError(f"`{name}` of shape {where.shape} does not broadcast to "
-                     f"{tuple(shape)}.")
-  return jnp.broadcast_to(where.astype(bool), shape)
-
-
 def _blank(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
   """Zeroes excluded entries before any arithmetic.
 
@@ -171,7 +155,7 @@ def sequence_log_likelihood(logits: ArrayLike,
   if targets.shape != logits.shape[:-1]:
     raise ValueError(f"`targets` must have shape {logits.shape[:-1]} (the logits "
                      f"without the vocabulary axis), got {targets.shape}.")
-  mask = _mask(where, targets.shape, "where")
+  mask = _checks.broadcast_mask(where, targets.shape, "where")
   if mask is not None:
     logits = jnp.where(mask[..., None], logits, 0)
     targets = jnp.where(mask, targets, 0)
@@ -213,7 +197,7 @@ def gradient_ascent(forget_logp: ArrayLike,
     Array(-2., dtype=float32)
   """
   forget_logp = _as_float(forget_logp, "forget_logp")
-  mask = _mask(where, forget_logp.shape, "where")
+  mask = _checks.broadcast_mask(where, forget_logp.shape, "where")
   return reduce_loss(_blank(forget_logp, mask), reduction, where=mask,
                      normalizer=normalizer)
 
@@ -254,8 +238,8 @@ def grad_diff(forget_logp: ArrayLike,
   forget_logp = _as_float(forget_logp, "forget_logp")
   retain_logp = _as_float(retain_logp, "retain_logp")
   _check_weight(retain_weight, "retain_weight")
-  forget_mask = _mask(forget_where, forget_logp.shape, "forget_where")
-  retain_mask = _mask(retain_where, retain_logp.shape, "retain_where")
+  forget_mask = _checks.broadcast_mask(forget_where, forget_logp.shape, "forget_where")
+  retain_mask = _checks.broadcast_mask(retain_where, retain_logp.shape, "retain_where")
   return _forget_plus_retain(_blank(forget_logp, forget_mask), forget_mask,
                              -_blank(retain_logp, retain_mask), retain_mask,
                              retain_weight, reduction, normalizer)
@@ -309,7 +293,7 @@ def npo(forget_logp: ArrayLike,
   logp, ref_logp = _log_likelihood_pair(forget_logp, forget_ref_logp,
                                         "forget_logp", "forget_ref_logp")
   _checks.check_positive(beta, "beta")
-  mask = _mask(where, logp.shape, "where")
+  mask = _checks.broadcast_mask(where, logp.shape, "where")
   values = _npo_values(_blank(logp, mask), _blank(ref_logp, mask), beta)
   return reduce_loss(values, reduction, where=mask, normalizer=normalizer)
 
@@ -357,8 +341,8 @@ def npo_rt(forget_logp: ArrayLike,
   retain_logp = _as_float(retain_logp, "retain_logp")
   _checks.check_positive(beta, "beta")
   _check_weight(retain_weight, "retain_weight")
-  forget_mask = _mask(forget_where, logp.shape, "forget_where")
-  retain_mask = _mask(retain_where, retain_logp.shape, "retain_where")
+  forget_mask = _checks.broadcast_mask(forget_where, logp.shape, "forget_where")
+  retain_mask = _checks.broadcast_mask(retain_where, retain_logp.shape, "retain_where")
   forget_values = _npo_values(_blank(logp, forget_mask),
                               _blank(ref_logp, forget_mask), beta)
   return _forget_plus_retain(forget_values, forget_mask,
@@ -425,8 +409,8 @@ def npo_kl(forget_logp: ArrayLike,
                      f"and a class axis), got {retain_logits.shape}.")
   _checks.check_positive(beta, "beta")
   _check_weight(kl_weight, "kl_weight")
-  forget_mask = _mask(forget_where, logp.shape, "forget_where")
-  position_mask = _mask(retain_where, retain_logits.shape[:-1], "retain_where")
+  forget_mask = _checks.broadcast_mask(forget_where, logp.shape, "forget_where")
+  position_mask = _checks.broadcast_mask(retain_where, retain_logits.shape[:-1], "retain_where")
   forget_values = _npo_values(_blank(logp, forget_mask),
                               _blank(ref_logp, forget_mask), beta)
   if position_mask is not None:
@@ -488,7 +472,7 @@ def simnpo(forget_logp: ArrayLike,
   if not isinstance(lengths, jax.core.Tracer) and bool(jnp.any(lengths < 0)):
     raise ValueError("`lengths` must be non-negative token counts.")
   _checks.check_positive(beta, "beta")
-  mask = _mask(where, logp.shape, "where")
+  mask = _checks.broadcast_mask(where, logp.shape, "where")
   safe_lengths = jnp.maximum(lengths.astype(logp.dtype), 1)
   normalised = _blank(logp, mask) / safe_lengths
   values = (2.0 / beta) * jax.nn.softplus(beta * normalised + gamma)
