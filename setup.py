@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "ott-jax>=0.5.0",
     "grain>=0.2.12",
     "scikit-learn>=1.5",
+    "scipy>=1.11",  # divlab.eval.membership (ROC statistics)
     "mnist1d>=0.0.2",
     "absl-py>=2.1",
     "tqdm>=4.66",
