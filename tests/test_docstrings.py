@@ -18,6 +18,7 @@ DOCTESTED_HERE = [
     "divlab.losses.distillation",
     "divlab.losses.unlearning",
     "divlab.losses.bottleneck",
+    "divlab.losses.diffusion",
 ]
 DOCUMENTED = ["divlab.divergences.categorical", "divlab.divergences.generators",
               *DOCTESTED_HERE]

@@ -7,3 +7,4 @@ from divlab.losses.supervised import squared_error
 from divlab.losses import unlearning
 from divlab.losses import bottleneck
 from divlab.losses import distillation
+from divlab.losses import diffusion

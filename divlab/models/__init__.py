@@ -15,7 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MLP", "CNN1D", "CNN2D", "BottleneckMLP", "MODELS", "build"]
+from divlab.models.score import ScoreMLP
+
+__all__ = ["MLP", "CNN1D", "CNN2D", "BottleneckMLP", "ScoreMLP", "MODELS", "build"]
 
 
 class MLP(nn.Module):
@@ -135,7 +137,7 @@ class BottleneckMLP(nn.Module):
 
 
 MODELS = {"mlp": MLP, "cnn1d": CNN1D, "cnn2d": CNN2D,
-          "bottleneck_mlp": BottleneckMLP}
+          "bottleneck_mlp": BottleneckMLP, "score_mlp": ScoreMLP}
 
 
 def build(name: str, num_outputs: int, **kwargs: Any) -> nn.Module:

@@ -88,6 +88,27 @@ def classification_metrics(apply_fn: Callable) -> Callable:
   return per_example
 
 
+def run_config(*, batch_size: int, optimizer: Mapping[str, Any], num_steps: int,
+               log_every: int = 100, eval_every: int = 0,
+               checkpoint_every: int = 1000, keep_checkpoints: int = 1,
+               progress: bool = True) -> ml_collections.ConfigDict:
+  """The config :func:`train_model` reads, for a model an experiment trains on
+  the side (a teacher, a score network) with settings of its own.
+
+  ``log_every`` and ``checkpoint_every`` are capped at ``num_steps`` so short
+  (smoke) runs still log and checkpoint.
+  """
+  num_steps = int(num_steps)
+  return ml_collections.ConfigDict({
+      "data": {"batch_size": int(batch_size)},
+      "optimizer": dict(optimizer),
+      "train": {"num_steps": num_steps, "log_every": max(1, min(log_every, num_steps)),
+                "eval_every": int(eval_every),
+                "checkpoint_every": max(1, min(checkpoint_every, num_steps)),
+                "keep_checkpoints": int(keep_checkpoints)},
+      "progress": bool(progress)})
+
+
 def train_model(*,
                 workdir: str | pathlib.Path,
                 config: ml_collections.ConfigDict,

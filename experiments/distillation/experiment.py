@@ -37,20 +37,6 @@ from experiments.distillation import methods as methods_lib
 from experiments.distillation import plots
 
 
-def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The shared-layer config of the teacher's own training run."""
-  teacher = ml_collections.ConfigDict()
-  teacher.data = ml_collections.ConfigDict({"batch_size": int(config.data.batch_size)})
-  teacher.optimizer = ml_collections.ConfigDict(dict(config.teacher.optimizer))
-  steps = int(config.teacher.num_steps)
-  teacher.train = ml_collections.ConfigDict({
-      "num_steps": steps, "log_every": max(1, min(100, steps)),
-      "eval_every": 0, "checkpoint_every": max(1, min(1000, steps)),
-      "keep_checkpoints": 1})
-  teacher.progress = bool(config.progress)
-  return teacher
-
-
 def get_teacher(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                 splits: dict, num_classes: int) -> tuple[Any, Any, str]:
   """``(model, params, where_from)``: loaded from ``teacher_path`` or trained."""
@@ -67,7 +53,9 @@ def get_teacher(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     return softmax_cross_entropy(logits, batch["y"], reduction="mean"), {}
 
   params, _ = trainer.train_model(
-      workdir=workdir / "teacher", config=teacher_config(config), model=model,
+      workdir=workdir / "teacher", config=trainer.run_config(
+          batch_size=config.data.batch_size, optimizer=config.teacher.optimizer,
+          num_steps=config.teacher.num_steps, progress=config.progress), model=model,
       model_spec=spec, loss_fn=loss_fn, train_arrays=splits["train"],
       eval_sets={"test": splits["test"]},
       per_example_metrics=trainer.classification_metrics(model.apply),
