@@ -22,7 +22,9 @@ def results_markdown(rows, config, extras) -> str:
   for model in config.models:
     info = extras[model]
     lines += [f"## {model}", "",
-              f"Diverged: norm > {info['bound']:.3g} or not finite. MMD bandwidth "
+              "Diverged: norm not finite or above the bound, per guidance w: "
+              + ", ".join(f"w={w:g}: {b:.3g}" for w, b in info["bounds"].items())
+              + f". MMD bandwidth "
               f"{info['bandwidth']:.3g} (median reference distance). Mean ± std over "
               f"{config.num_seeds} groups of {config.samples_per_seed} samples.", ""]
     for metric, title, digits in METRICS:
@@ -72,7 +74,8 @@ def sample_pictures(samples, problem, config, path: pathlib.Path) -> None:
   """Samples per solver at ``picture_nfe`` and the largest guidance scale."""
   names = list(samples)
   fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
-  bound = 2.0 * problem["diverged_norm"]
+  bound = 2.0 * max(problem["diverged_norm"], float(np.nanmax(np.linalg.norm(
+      np.nan_to_num(np.asarray(samples["reference"])), axis=-1))))
   for ax, name in zip(axes[0], names):
     x = np.asarray(samples[name])
     title = name if name == "reference" else f"{name}, NFE {config.picture_nfe}"

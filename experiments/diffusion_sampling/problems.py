@@ -7,7 +7,9 @@ A *problem* bundles what the sweep needs about one model:
   model);
 * ``params``: the network's parameters (an empty dict for exact mixtures);
 * ``shape`` of one sample, ``num_classes``, ``diverged_norm`` (a sample whose
-  norm exceeds it, or is not finite, counts as diverged);
+  norm exceeds it, or is not finite, counts as diverged) and
+  ``reference_scale`` (the bound is raised to this multiple of the reference
+  samples' largest norm when that is larger);
 * ``images``: whether samples are 8x8 images (for the picture grid).
 
 Exact problems use `divlab.diffusion.gmm`; learned ones train a
@@ -68,7 +70,8 @@ def build(name: str, spec: ml_collections.ConfigDict, config: ml_collections.Con
 
     return {"name": name, "guided_eps": guided_eps, "params": {},
             "shape": (int(spec.dim),), "num_classes": int(spec.num_components),
-            "diverged_norm": float(spec.diverged_norm), "images": False}
+            "diverged_norm": float(spec.diverged_norm),
+            "reference_scale": float(spec.get("reference_scale", 0.0)), "images": False}
   if kind == "learned_gmm":
     mixture = _mixture_from(spec)
     keys = jax.random.split(jax.random.key(int(spec.get("seed", 0)) + 7), 2)
@@ -137,4 +140,5 @@ def _learned(name, spec, config, workdir, arrays, schedule, *, images) -> dict[s
   return {"name": name, "guided_eps": guided_eps, "params": params,
           "shape": (dim,), "num_classes": num_classes,
           "diverged_norm": float(spec.get("diverged_norm", 0.0)) or 2.0 * data_norm,
+          "reference_scale": float(spec.get("reference_scale", 2.0)),
           "images": images, "train_dsm": float(final.get("train_dsm", float("nan")))}

@@ -53,7 +53,7 @@ def test_group_metrics_count_divergence_and_pull_back():
   x[0, 1] = [np.nan, 0.0]         # not finite
   reference = np.zeros((1, 4, 2), np.float32)
   diverged, sliced, mmd = experiment._group_metrics(  # pylint: disable=protected-access
-      jnp.asarray(x), jnp.asarray(reference), jax.random.key(0), 1.0, bound=10.0)
+      jnp.asarray(x), jnp.asarray(reference), jax.random.key(0), 1.0, 10.0)
   assert float(diverged[0]) == 0.5
   assert np.isfinite(float(sliced[0])) and np.isfinite(float(mmd[0]))
   pulled = np.asarray(experiment._pull_back(jnp.asarray(x[0]), 20.0))  # pylint: disable=protected-access
