@@ -58,13 +58,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.kd.ofa_gamma = 1.0
   config.kd.ofa_temperature = 1.0
 
-  # Students (every method and regime uses the same budget).
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 3e-3
-  config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_steps = 100
-  config.optimizer.weight_decay = 1e-4
+  # Students: the classification MLP's optimizer; every method and regime
+  # gets the same budget.
+  config.optimizer = classify.optimizer
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 3000
   config.train.log_every = 100

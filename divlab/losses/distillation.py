@@ -85,22 +85,6 @@ def _logit_pair(student_logits: ArrayLike, teacher_logits: ArrayLike,
   return student.astype(dtype), jax.lax.stop_gradient(teacher.astype(dtype))
 
 
-def _broadcast_mask(mask: Optional[ArrayLike], shape: tuple[int, ...],
-                    name: str) -> Optional[jax.Array]:
-  """Broadcasts a boolean mask to `shape`, refusing shapes that do not fit."""
-  if mask is None:
-    return None
-  mask = jnp.asarray(mask)
-  try:
-    fits = jnp.broadcast_shapes(mask.shape, shape) == tuple(shape)
-  except ValueError:
-    fits = False
-  if not fits:
-    raise ValueError(f"`{name}` of shape {mask.shape} does not broadcast to "
-                     f"{tuple(shape)}.")
-  return jnp.broadcast_to(mask.astype(bool), shape)
-
-
 def _blank_padding(logits: jax.Array,
                    position_mask: Optional[jax.Array]) -> jax.Array:
   """Zeroes the logits of padded positions.
@@ -160,8 +144,8 @@ def _hard_plus_soft(student_logits, teacher_logits, labels, soft_fn, *,
   student, teacher = _logit_pair(student_logits, teacher_logits)
   _checks.check_positive(temperature, "temperature")
   _checks.check_in_range(alpha, "alpha", 0.0, 1.0)
-  position_mask = _broadcast_mask(where, student.shape[:-1], "where")
-  _broadcast_mask(class_where, student.shape, "class_where")
+  position_mask = _checks.broadcast_mask(where, student.shape[:-1], "where")
+  _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
   alpha_is_one = _checks.is_concrete_number(alpha) and float(alpha) == 1.0
@@ -472,8 +456,8 @@ def alpha_kd(student_logits: ArrayLike,
                      f"{alpha_min} and {alpha_max}.")
   _checks.check_positive(iw_clip, "iw_clip")
   student, teacher = _logit_pair(student_logits, teacher_logits)
-  position_mask = _broadcast_mask(where, student.shape[:-1], "where")
-  _broadcast_mask(class_where, student.shape, "class_where")
+  position_mask = _checks.broadcast_mask(where, student.shape[:-1], "where")
+  _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
 
@@ -512,8 +496,8 @@ def _sinkhorn_cost_and_plan(student_logits, teacher_logits, *, temperature,
     raise ValueError(
         f"`num_iters` must be a positive Python int, got {num_iters!r}.")
   batch = student.shape[0]
-  position_mask = _broadcast_mask(where, (batch,), "where")
-  _broadcast_mask(class_where, student.shape, "class_where")
+  position_mask = _checks.broadcast_mask(where, (batch,), "where")
+  _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
 
@@ -703,8 +687,8 @@ def plackett_luce(student_logits: ArrayLike,
   _checks.check_same_shape(scores, ranking, "student_logits", "ranking")
   weights = _as_float(weights, "weights")
   _checks.check_same_shape(scores, weights, "student_logits", "weights")
-  position_mask = _broadcast_mask(where, scores.shape[:-1], "where")
-  class_mask = _broadcast_mask(class_where, scores.shape, "class_where")
+  position_mask = _checks.broadcast_mask(where, scores.shape[:-1], "where")
+  class_mask = _checks.broadcast_mask(class_where, scores.shape, "class_where")
   ranking = ranking.astype(jnp.int32)
   weights = weights.astype(scores.dtype)
   if position_mask is not None:
@@ -750,8 +734,8 @@ def _teacher_optimal_ranking(teacher: jax.Array, labels: jax.Array,
 
 def _ranking_inputs(student_logits, teacher_logits, labels, where, class_where):
   student, teacher = _logit_pair(student_logits, teacher_logits)
-  position_mask = _broadcast_mask(where, student.shape[:-1], "where")
-  _broadcast_mask(class_where, student.shape, "class_where")
+  position_mask = _checks.broadcast_mask(where, student.shape[:-1], "where")
+  _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
   labels = _check_labels(labels, student, position_mask)
@@ -922,8 +906,8 @@ def dist(student_logits: ArrayLike,
     raise ValueError(f"`student_logits` must have shape [B, C] (DIST "
                      f"correlates across the batch), got {student.shape}.")
   _checks.check_positive(temperature, "temperature")
-  position_mask = _broadcast_mask(where, student.shape[:1], "where")
-  class_mask = _broadcast_mask(class_where, student.shape, "class_where")
+  position_mask = _checks.broadcast_mask(where, student.shape[:1], "where")
+  class_mask = _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
   probs_student = jnp.exp(divergences.masked_log_softmax(student / temperature,
@@ -1028,8 +1012,8 @@ def dual_head_kd(prob_head_logits: ArrayLike,
   _checks.check_same_shape(prob_head, teacher, "prob_head_logits",
                            "teacher_logits")
   _checks.check_positive(temperature, "temperature")
-  position_mask = _broadcast_mask(where, teacher.shape[:-1], "where")
-  class_mask = _broadcast_mask(class_where, teacher.shape, "class_where")
+  position_mask = _checks.broadcast_mask(where, teacher.shape[:-1], "where")
+  class_mask = _checks.broadcast_mask(class_where, teacher.shape, "class_where")
   logit_head = _blank_padding(logit_head, position_mask)
   teacher = _blank_padding(teacher, position_mask)
 
@@ -1108,7 +1092,7 @@ def ofa_target(teacher_logits: ArrayLike,
     raise ValueError("`teacher_logits` must have a class axis, shape [..., C].")
   _checks.check_positive(gamma, "gamma")
   _checks.check_positive(temperature, "temperature")
-  _broadcast_mask(class_where, teacher.shape, "class_where")
+  _checks.broadcast_mask(class_where, teacher.shape, "class_where")
   labels = _check_labels(labels, teacher, None)
   probs = jnp.exp(divergences.masked_log_softmax(teacher / temperature,
                                                  where=class_where))
@@ -1157,8 +1141,8 @@ def ofa_kd(student_logits: ArrayLike,
   """
   student, teacher = _logit_pair(student_logits, teacher_logits)
   _checks.check_positive(temperature, "temperature")
-  position_mask = _broadcast_mask(where, student.shape[:-1], "where")
-  _broadcast_mask(class_where, student.shape, "class_where")
+  position_mask = _checks.broadcast_mask(where, student.shape[:-1], "where")
+  _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
   labels = _check_labels(labels, student, position_mask)
