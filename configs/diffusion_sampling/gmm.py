@@ -35,6 +35,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.guidance = (1.0, 5.0, 10.0, 15.0)
   config.reference_nfe = 1000
   config.picture_nfe = 6
+  config.picture_guidance = 15.0
   config.progress = True
   return apply_arg(config, arg)
 

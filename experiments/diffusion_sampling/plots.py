@@ -71,7 +71,7 @@ def artifact_curves(rows, config, path: pathlib.Path) -> None:
 
 
 def sample_pictures(samples, problem, config, path: pathlib.Path) -> None:
-  """Samples per solver at ``picture_nfe`` and the largest guidance scale."""
+  """Samples per solver at ``picture_nfe`` and ``picture_guidance``."""
   names = list(samples)
   fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
   bound = 2.0 * max(problem["diverged_norm"], float(np.nanmax(np.linalg.norm(
@@ -94,7 +94,7 @@ def sample_pictures(samples, problem, config, path: pathlib.Path) -> None:
       ax.set_ylim(-bound, bound)
       ax.set_aspect("equal")
     ax.set_title(title, fontsize=8)
-  fig.suptitle(f"{problem['name']}: w = {float(config.guidance[-1]):g}", fontsize=9)
+  fig.suptitle(f"{problem['name']}: w = {float(config.picture_guidance):g}", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

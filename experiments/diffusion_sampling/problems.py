@@ -8,8 +8,8 @@ A *problem* bundles what the sweep needs about one model:
 * ``params``: the network's parameters (an empty dict for exact mixtures);
 * ``shape`` of one sample, ``num_classes``, ``diverged_norm`` (a sample whose
   norm exceeds it, or is not finite, counts as diverged) and
-  ``reference_scale`` (the bound is raised to this multiple of the reference
-  samples' largest norm when that is larger);
+  ``reference_scale`` (the bound is raised to this multiple of the 99th
+  percentile of the reference samples' norms when that is larger);
 * ``images``: whether samples are 8x8 images (for the picture grid).
 
 Exact problems use `divlab.diffusion.gmm`; learned ones train a
