@@ -24,6 +24,7 @@ References:
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import NamedTuple
@@ -55,7 +56,7 @@ def _float_array(t: jax.typing.ArrayLike) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class VPSchedule:
+class VPSchedule(abc.ABC):
   """Base class: subclasses define `log_alpha(t)` and `t_from_lambda(lam)`.
 
   `t_min` and `t_max` bound the times a sampler should visit: sampling runs
@@ -66,13 +67,13 @@ class VPSchedule:
   t_min: float
   t_max: float
 
+  @abc.abstractmethod
   def log_alpha(self, t: jax.typing.ArrayLike) -> jax.Array:
     """log alpha_t, elementwise over `t` of any shape."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def t_from_lambda(self, lam: jax.typing.ArrayLike) -> jax.Array:
     """The time t whose half log-SNR equals `lam` (inverse of `lambda_t`)."""
-    raise NotImplementedError
 
   def alpha(self, t: jax.typing.ArrayLike) -> jax.Array:
     """alpha_t = sqrt(abar_t), the signal scale."""
