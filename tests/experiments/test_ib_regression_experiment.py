@@ -1,7 +1,6 @@
 """The ib_regression family: model selection rules and the smoke configs end to end."""
-import importlib.util
+import importlib
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -10,14 +9,8 @@ from divlab import run as runner
 from experiments.ib_regression import experiment
 from experiments.ib_regression import toy
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "ib_regression"
-
-
 def _config(name, arg=""):
-  spec = importlib.util.spec_from_file_location(name, CONFIG_DIR / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return importlib.import_module(f"configs.ib_regression.{name}").get_config(arg)
 
 
 def _history_entry(step, val, test, fgsm):

@@ -1,7 +1,6 @@
 """The unlearning family: smoke configs end to end, and its pieces against references."""
-import importlib.util
+import importlib
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -13,14 +12,8 @@ from divlab import run as runner
 from experiments.unlearning import experiment
 from experiments.unlearning import synthetic
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "unlearning"
-
-
 def _config(name, arg="smoke"):
-  spec = importlib.util.spec_from_file_location(name, CONFIG_DIR / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return importlib.import_module(f"configs.unlearning.{name}").get_config(arg)
 
 
 def test_npo_synthetic_smoke_end_to_end(tmp_path):
