@@ -20,6 +20,7 @@ from divlab.diffusion import schedules
 from divlab.diffusion import stability
 from divlab.diffusion.gmm import GaussianMixture
 from divlab.diffusion.gmm import class_log_weights
+from divlab.diffusion.gmm import classifier_free_guidance
 from divlab.diffusion.gmm import gaussian_mixture
 from divlab.diffusion.gmm import guided_eps
 from divlab.diffusion.gmm import guided_mixture_eps_fn

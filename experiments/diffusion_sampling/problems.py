@@ -122,11 +122,12 @@ def _learned(name, spec, config, workdir, arrays, schedule, *, images) -> dict[s
   run_config = trainer.run_config(batch_size=int(spec.batch_size),
                                   optimizer=spec.optimizer, num_steps=int(spec.num_steps),
                                   progress=bool(config.progress))
-  held_out = {k: v[:512] for k, v in arrays.items()}
+  # A fixed slice of the training data, to follow the DSM error as it trains.
+  probe = {k: v[:512] for k, v in arrays.items()}
   params, final = trainer.train_model(
       workdir=pathlib.Path(workdir) / "models" / name, config=run_config, model=model,
       model_spec=model_spec, loss_fn=loss_fn, train_arrays=arrays,
-      eval_sets={"train": held_out}, per_example_metrics=per_example, seed=seed,
+      eval_sets={"train": probe}, per_example_metrics=per_example, seed=seed,
       params=params0, desc=f"score model {name}")
 
   def guided_eps(params, x, t, labels, w):
@@ -134,7 +135,7 @@ def _learned(name, spec, config, workdir, arrays, schedule, *, images) -> dict[s
     flat = x.reshape(x.shape[0], -1)
     eps_u = model.apply({"params": params}, flat, t, jnp.full_like(labels, null))
     eps_c = model.apply({"params": params}, flat, t, labels)
-    return (eps_u + w * (eps_c - eps_u)).reshape(x.shape)
+    return diffusion.classifier_free_guidance(eps_u, eps_c, w).reshape(x.shape)
 
   data_norm = float(np.linalg.norm(arrays["x"], axis=1).max())
   return {"name": name, "guided_eps": guided_eps, "params": params,

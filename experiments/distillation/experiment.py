@@ -19,8 +19,6 @@ import json
 import pathlib
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -61,13 +59,6 @@ def get_teacher(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       per_example_metrics=trainer.classification_metrics(model.apply),
       seed=int(config.teacher.seed), desc="teacher")
   return model, params, str(workdir / "teacher")
-
-
-def predict_logits(model, params, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-  """The model's logits on every row of ``x`` (host array)."""
-  forward = jax.jit(lambda p, xb: model.apply({"params": p}, xb))
-  return np.concatenate([np.asarray(forward(params, jnp.asarray(x[i:i + batch_size])))
-                         for i in range(0, len(x), batch_size)])
 
 
 def regime_subset(num_examples: int, fraction: float, seed: int) -> np.ndarray:
@@ -127,8 +118,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   teacher, teacher_params, teacher_from = get_teacher(config, workdir, splits,
                                                       num_classes)
   train = dict(splits["train"])
-  train["teacher_logits"] = predict_logits(teacher, teacher_params, train["x"])
-  teacher_test = predict_logits(teacher, teacher_params, splits["test"]["x"])
+  # The teacher as a one-member ensemble: the shared chunked, cached forward.
+  teacher_apply = lambda p, x: teacher.apply({"params": p}, x)
+  stacked = ensemble.stack_members([teacher_params])
+  train["teacher_logits"] = ensemble.ensemble_outputs(teacher_apply, stacked, train["x"])[0]
+  teacher_test = ensemble.ensemble_outputs(teacher_apply, stacked, splits["test"]["x"])[0]
   teacher_acc = float((teacher_test.argmax(-1) == splits["test"]["y"]).mean())
   print(f"teacher ({teacher_from}): test accuracy {teacher_acc:.4f}")
 

@@ -204,3 +204,14 @@ def test_bad_inputs_raise():
     gmm.noised_eps(mixture, POINTS[:, :2], ALPHA, SIGMA)
   with pytest.raises(ValueError, match="alpha"):
     gmm.noised_eps(mixture, POINTS, jnp.ones(3), SIGMA)
+
+
+def test_classifier_free_guidance_matches_numpy_and_its_end_points():
+  rng = np.random.default_rng(7)
+  uncond, cond = rng.normal(size=(2, 5, 3))
+  for w in (0.0, 1.0, 7.5):
+    np.testing.assert_allclose(
+        gmm.classifier_free_guidance(uncond, cond, w), uncond + w * (cond - uncond),
+        rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(gmm.classifier_free_guidance(uncond, cond, 1.0), cond,
+                             rtol=1e-6, atol=1e-6)
