@@ -290,7 +290,8 @@ def cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
 def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
                                yhat: jax.typing.ArrayLike, *,
                                sigma_x: jax.typing.ArrayLike = 1.0,
-                               sigma_y: jax.typing.ArrayLike = 1.0) -> jax.Array:
+                               sigma_y: jax.typing.ArrayLike = 1.0,
+                               denominator: str = "squared_sum") -> jax.Array:
   """Conditional CS divergence D_CS(p(y|x) || q(yhat|x)) from paired samples.
 
   The prediction term of the CS information bottleneck (Yu et al., ICLR 2024,
@@ -302,8 +303,8 @@ def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
 
   Source followed: the paper's Proposition 1 for `d_j = (sum_i K_ji)^2` (the
   squared kernel-density estimate of p(x_j), as the derivation requires); the
-  authors' released code divides by `sum_i K_ji^2` instead, which is not used
-  here. The orientation of L21 (row j is yhat_j, column i is y_i) follows both
+  authors' released code divides by `sum_i K_ji^2` instead, available as
+  `denominator="sum_of_squares"` for ablations. The orientation of L21 (row j is yhat_j, column i is y_i) follows both
   the paper and the released code. The released code reports bits (log2); this
   function uses the natural log. L1, L2 and L21 share one bandwidth `sigma_y`.
   Every term is a ratio of kernel sums, so D is invariant to constant factors
@@ -320,6 +321,8 @@ def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     sigma_x: positive bandwidth of the kernel on x; default 1.0 (the paper's
       training script, on standardised inputs).
     sigma_y: positive bandwidth of the kernel on y and yhat; default 1.0.
+    denominator: `"squared_sum"` for `d_j = (sum_i K_ji)^2` (the paper) or
+      `"sum_of_squares"` for `d_j = sum_i K_ji^2` (the released code).
 
   Returns:
     Scalar divergence (natural log).
@@ -331,6 +334,9 @@ def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   """
   _checks.check_positive(sigma_x, "sigma_x")
   _checks.check_positive(sigma_y, "sigma_y")
+  if denominator not in ("squared_sum", "sum_of_squares"):
+    raise ValueError("`denominator` must be 'squared_sum' or 'sum_of_squares', "
+                     f"got {denominator!r}.")
   x = _float_samples(x, "x")
   y = _float_samples(y, "y")
   yhat = _float_samples(yhat, "yhat")
@@ -342,7 +348,10 @@ def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   log_l1 = _gaussian_log_kernel(y, y, sigma_y)
   log_l2 = _gaussian_log_kernel(yhat, yhat, sigma_y)
   log_l21 = _gaussian_log_kernel(yhat, y, sigma_y)
-  log_d = 2.0 * jax.nn.logsumexp(log_k, axis=1)
+  if denominator == "squared_sum":
+    log_d = 2.0 * jax.nn.logsumexp(log_k, axis=1)
+  else:
+    log_d = jax.nn.logsumexp(2.0 * log_k, axis=1)
 
   def log_term(log_l):
     return jax.nn.logsumexp(jax.nn.logsumexp(log_k + log_l, axis=1) - log_d)

@@ -64,9 +64,10 @@ __all__ = [
 ArrayLike = jax.typing.ArrayLike
 Bandwidth = Union[float, str, ArrayLike]
 
-# The CS-IB prediction terms: the paper's conditional CS divergence, and the
-# squared error that the released script's estimator reduces to on [B] targets.
-PREDICTION_TERMS = ("cs", "sse")
+# The CS-IB prediction terms: the paper's conditional CS divergence, the same
+# estimator with the released code's denominator sum_i K_ji^2, and the squared
+# error that the released script's estimator reduces to on [B] targets.
+PREDICTION_TERMS = ("cs", "cs_sum_of_squares", "sse")
 
 
 # ----------------------------------------------------------------------------
@@ -206,6 +207,11 @@ def cs_ib(predictions: ArrayLike, targets: ArrayLike, x: ArrayLike,
   Q the Gram matrix of t, trained in the normalised form above (as the
   released script does), by `kernel.cs_mutual_information(normalized=True)`.
 
+  ``prediction="cs_sum_of_squares"`` is the same estimator with the released
+  code's denominator ``d_j = sum_i K_ji^2`` (an ablation; with a Gaussian K it
+  weights each point's conditional by ``1 / sum_i K_ji^2`` instead of
+  ``1 / (sum_i K_ji)^2``, so points in dense regions of x count less).
+
   ``prediction="sse"`` is the ablation that reproduces the released training
   script: its kernel code, given `[B]` vectors instead of `[B, 1]`, builds
   L1 = L2 = 1 and a single L21 = exp(-||yhat - y||^2 / (2 sigma^2)) over the
@@ -223,8 +229,9 @@ def cs_ib(predictions: ArrayLike, targets: ArrayLike, x: ArrayLike,
     x: inputs `[B, ...]` (flattened), the conditioning variable of D_CS.
     t: bottleneck representation `[B, d_t]`.
     beta: non-negative weight of the compression term.
-    prediction: ``"cs"`` (the paper's estimator) or ``"sse"`` (the released
-      script's collapsed estimator, an ablation).
+    prediction: ``"cs"`` (the paper's estimator), ``"cs_sum_of_squares"``
+      (the released code's denominator, an ablation) or ``"sse"`` (the
+      released script's collapsed estimator, an ablation).
     bandwidth: kernel width shared by x, y and t (default 1.0, the paper's
       script), or ``"median"`` for a median-heuristic width per variable (y
       and yhat share one, from their pooled sample).
@@ -248,9 +255,10 @@ def cs_ib(predictions: ArrayLike, targets: ArrayLike, x: ArrayLike,
   sigma_x = resolve_bandwidth(bandwidth, x)
   sigma_y = resolve_bandwidth(bandwidth, targets, predictions)
   sigma_t = resolve_bandwidth(bandwidth, t)
-  if prediction == "cs":
+  if prediction in ("cs", "cs_sum_of_squares"):
     prediction_term = kernel.conditional_cauchy_schwarz(
-        x, targets, predictions, sigma_x=sigma_x, sigma_y=sigma_y)
+        x, targets, predictions, sigma_x=sigma_x, sigma_y=sigma_y,
+        denominator="squared_sum" if prediction == "cs" else "sum_of_squares")
   else:
     prediction_term = (squared_error(predictions, targets, reduction="sum")
                        / jnp.square(sigma_y))

@@ -37,8 +37,11 @@ def _cross_gram(a, b, sigma):
   return out
 
 
-def _conditional_cs_reference(x, y, yhat, sigma_x, sigma_y):
-  """Yu et al. (ICLR 2024), Prop. 1, with d_j = (sum_i K_ji)^2."""
+def _conditional_cs_reference(x, y, yhat, sigma_x, sigma_y, released_denominator=False):
+  """Yu et al. (ICLR 2024), Prop. 1, with d_j = (sum_i K_ji)^2.
+
+  ``released_denominator``: d_j = sum_i K_ji^2, as in the authors' code.
+  """
   k = _gram(x, sigma_x)
   l1 = _gram(y, sigma_y)
   l2 = _gram(yhat, sigma_y)
@@ -46,7 +49,10 @@ def _conditional_cs_reference(x, y, yhat, sigma_x, sigma_y):
   n = x.shape[0]
   terms = np.zeros(3)
   for j in range(n):
-    d_j = sum(k[j, i] for i in range(n)) ** 2
+    if released_denominator:
+      d_j = sum(k[j, i] ** 2 for i in range(n))
+    else:
+      d_j = sum(k[j, i] for i in range(n)) ** 2
     terms[0] += sum(k[j, i] * l1[j, i] for i in range(n)) / d_j
     terms[1] += sum(k[j, i] * l2[j, i] for i in range(n)) / d_j
     terms[2] += sum(k[j, i] * l21[j, i] for i in range(n)) / d_j
@@ -125,6 +131,23 @@ class TestCsIb:
     np.testing.assert_allclose(terms["compression"], expected_i, rtol=RTOL)
     np.testing.assert_allclose(loss, expected_d + beta * expected_i, rtol=1e-4,
                                atol=1e-5)
+
+  def test_released_denominator_matches_double_sums(self, batch):
+    x, y, yhat, t = batch["x"], batch["y"], batch["yhat"], batch["t"]
+    _, terms = jax.jit(functools.partial(
+        bottleneck.cs_ib, beta=0.3, bandwidth=0.7, prediction="cs_sum_of_squares",
+        return_terms=True))(*_f32(yhat, y, x, t))
+    expected = _conditional_cs_reference(x, y, yhat, 0.7, 0.7, released_denominator=True)
+    paper = _conditional_cs_reference(x, y, yhat, 0.7, 0.7)
+    np.testing.assert_allclose(terms["prediction"], expected, rtol=1e-4, atol=1e-5)
+    # The two denominators give different values on this batch.
+    assert abs(expected - paper) > 1e-3
+
+  def test_unknown_denominator_raises(self, batch):
+    from divlab.divergences import kernel
+    with pytest.raises(ValueError, match="denominator"):
+      kernel.conditional_cauchy_schwarz(batch["x"], batch["y"], batch["yhat"],
+                                        denominator="sum")
 
   def test_median_bandwidth_per_variable(self, batch):
     x, y, yhat, t = batch["x"], batch["y"], batch["yhat"], batch["t"]
