@@ -8,7 +8,9 @@ validation (``train[80%:]``) and test splits every ``train.eval_every`` steps.
 Model selection uses the validation split only: per seed, the early-stopping
 step is the evaluation with the lowest validation RMSE; per method, the beta
 with the lowest mean (over seeds) validation RMSE at those steps. The test
-RMSE and the FGSM RMSEs are read at the selected steps. The information plane
+RMSE and the FGSM RMSEs are read at the selected steps. Next to it, an
+optimistic table (``optimistic.md``) repeats the released script's protocol,
+which selects the step and beta with the lowest *test* RMSE. The information plane
 is measured on held-out test points with the parameters at the end of
 training.
 """
@@ -97,8 +99,11 @@ def select_step(history: list[dict], epsilons) -> dict[str, Any]:
   if not evals:
     raise ValueError("a sub-run logged no evaluation; set train.eval_every.")
   best = min(evals, key=lambda h: (h["val_sq_err"], h["step"]))
+  # The released script's choice: the lowest test error over evaluations.
+  best_on_test = min(evals, key=lambda h: (h["test_sq_err"], h["step"]))
   out = {"step": best["step"], "val_mse": best["val_sq_err"],
-         "test_mse": best["test_sq_err"]}
+         "test_mse": best["test_sq_err"],
+         "test_mse_selected_on_test": best_on_test["test_sq_err"]}
   for epsilon in epsilons:
     key = methods_lib.fgsm_key(epsilon)
     out[key] = best[f"test_{key}"]
@@ -124,6 +129,7 @@ def _train_one(config, dataset, prepared, method, beta, seed, path, steps,
                         jnp.asarray(held_out["y"][:limit]))
   return {"selected_step": int(chosen["step"]), "val_mse": chosen["val_mse"],
           "test_mse": chosen["test_mse"],
+          "test_mse_selected_on_test": chosen["test_mse_selected_on_test"],
           **{k: chosen[k] for k in chosen if k.startswith("fgsm_")},
           "i_xt": float(plane["i_xt"]), "i_yt": float(plane["i_yt"])}
 
@@ -202,6 +208,8 @@ def _record(dataset, method, beta, seed, summary, y_scale, epsilons) -> dict:
   record = {"dataset": dataset, "method": method, "beta": beta, "seed": seed,
             "val_rmse": y_scale * float(np.sqrt(summary["val_mse"])),
             "test_rmse": y_scale * float(np.sqrt(summary["test_mse"])),
+            "test_rmse_on_test": y_scale * float(np.sqrt(
+                summary["test_mse_selected_on_test"])),
             "selected_step": summary["selected_step"],
             "i_xt": summary["i_xt"], "i_yt": summary["i_yt"]}
   for epsilon in epsilons:
@@ -220,14 +228,39 @@ def select_betas(sweep_rows: list[dict]) -> list[dict]:
   return list(chosen.values())
 
 
+def select_betas_on_test(sweep_rows: list[dict]) -> list[dict]:
+  """The released script's optimistic protocol, per (dataset, method).
+
+  The beta with the lowest mean test RMSE, each seed at its best test step;
+  the row also carries the validation-selected beta and test RMSE beside it.
+  """
+  on_test: dict[tuple, dict] = {}
+  for row in sweep_rows:
+    key = (row["dataset"], row["method"])
+    if key not in on_test or row["test_rmse_on_test"] < on_test[key]["test_rmse_on_test"]:
+      on_test[key] = row
+  out = []
+  for val_row in select_betas(sweep_rows):
+    test_row = on_test[(val_row["dataset"], val_row["method"])]
+    out.append({"dataset": val_row["dataset"], "method": val_row["method"],
+                "method_label": methods_lib.LABELS[val_row["method"]],
+                "beta_on_val": val_row["beta"], "test_rmse_val_selected": val_row["test_rmse"],
+                "test_rmse_val_selected_std": val_row["test_rmse_std"],
+                "beta_on_test": test_row["beta"],
+                "test_rmse_test_selected": test_row["test_rmse_on_test"],
+                "test_rmse_test_selected_std": test_row["test_rmse_on_test_std"],
+                "seeds": val_row["seeds"]})
+  return out
+
+
 def write_tables(config, workdir: pathlib.Path, records: list[dict],
                  epsilons: list[float], notes: list[str]) -> list[dict]:
   """results.md/json (selected beta), robustness and sweep tables."""
   fgsm_columns = [f"rmse_eps{e:g}" for e in epsilons]
   sweep = metrics_lib.aggregate_seeds(
       records, keys=("dataset", "method", "beta"),
-      metrics=("val_rmse", "test_rmse", "i_xt", "i_yt", "selected_step",
-               *fgsm_columns))
+      metrics=("val_rmse", "test_rmse", "test_rmse_on_test", "i_xt", "i_yt",
+               "selected_step", *fgsm_columns))
   selected = select_betas(sweep)
   for row in selected:
     row["method_label"] = methods_lib.LABELS[row["method"]]
@@ -239,11 +272,23 @@ def write_tables(config, workdir: pathlib.Path, records: list[dict],
       workdir, selected, title="Test RMSE under FGSM (selected beta)",
       columns=("dataset", "method", "beta", *fgsm_columns, "seeds"),
       filename="robustness")
+  optimistic_md = metrics_lib.write_results(
+      workdir, select_betas_on_test(sweep),
+      title="Optimistic (selected on TEST, the released script's protocol) "
+            "beside validation selection",
+      columns=("dataset", "method", "beta_on_val", "test_rmse_val_selected",
+               "beta_on_test", "test_rmse_test_selected", "seeds"),
+      notes="`test_rmse_test_selected` picks, per seed, the evaluation step with "
+            "the lowest test RMSE and, per method, the beta with the lowest mean of "
+            "those: a lower bound that no held-out protocol can reach. "
+            "`test_rmse_val_selected` is the honest number of the main table.",
+      filename="optimistic")
   text_notes = [
       "RMSE in the target's original units; mean ± std (ddof=1) over seeds. "
       "beta and the early-stopping step are selected on the validation split "
       f"({config.data.val_split}); MSE has no beta (listed as 0).",
       *notes, "", robustness_md.replace("## ", "### "), "",
+      optimistic_md.replace("## ", "### "), "",
       sweep_md.replace("## ", "### ")]
   metrics_lib.write_results(
       workdir, selected,

@@ -18,11 +18,19 @@ from divlab import models
 from divlab.divergences import kernel
 from divlab.losses import bottleneck
 
-# Methods of the comparison. "cs_ib_sse" is the ablation that trains with the
-# released script's collapsed prediction term (batch SSE + beta I_CS).
-METHODS = ("mse", "vib", "nib", "squared_nib", "hsic", "cs_ib", "cs_ib_sse")
+# Methods of the comparison. "cs_ib" is the paper's Prop. 1 estimator;
+# "cs_ib_sse" trains with what the released script's prediction term collapses
+# to on 1-D targets (batch SSE + beta I_CS: the loss behind the paper's
+# numbers); "cs_ib_sum_k2" is Prop. 1 with the released code's denominator
+# sum_i K_ji^2 instead of (sum_i K_ji)^2 (an ablation).
+METHODS = ("mse", "vib", "nib", "squared_nib", "hsic", "cs_ib", "cs_ib_sse",
+           "cs_ib_sum_k2")
 LABELS = {"mse": "MSE", "vib": "VIB", "nib": "NIB", "squared_nib": "squared-NIB",
-          "hsic": "HSIC", "cs_ib": "CS-IB", "cs_ib_sse": "CS-IB (SSE ablation)"}
+          "hsic": "HSIC", "cs_ib": "CS-IB (Prop. 1)",
+          "cs_ib_sse": "CS-IB (official: SSE + beta I_CS)",
+          "cs_ib_sum_k2": "CS-IB (Prop. 1, official sum K^2 denominator)"}
+# The cs_ib prediction term each CS-IB variant trains with.
+CS_IB_PREDICTION = {"cs_ib": "cs", "cs_ib_sse": "sse", "cs_ib_sum_k2": "cs_sum_of_squares"}
 
 
 def check_methods(methods: Sequence[str]) -> None:
@@ -89,10 +97,9 @@ def make_loss_fn(config: ml_collections.ConfigDict, method: str, beta: float,
       loss, terms = bottleneck.hsic_bottleneck(
           decode(mean), y, x, mean, beta=beta, lambda_y=loss_config.hsic_lambda_y,
           bandwidth=width, return_terms=True)
-    else:  # cs_ib, cs_ib_sse
+    else:  # the CS-IB variants
       loss, terms = bottleneck.cs_ib(
-          decode(mean), y, x, mean, beta=beta,
-          prediction="sse" if method == "cs_ib_sse" else "cs",
+          decode(mean), y, x, mean, beta=beta, prediction=CS_IB_PREDICTION[method],
           bandwidth=width, return_terms=True)
     return loss, dict(terms)
 
