@@ -304,7 +304,8 @@ def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   Source followed: the paper's Proposition 1 for `d_j = (sum_i K_ji)^2` (the
   squared kernel-density estimate of p(x_j), as the derivation requires); the
   authors' released code divides by `sum_i K_ji^2` instead, available as
-  `denominator="sum_of_squares"` for ablations. The orientation of L21 (row j is yhat_j, column i is y_i) follows both
+  `denominator="sum_of_squares"` for ablations. The orientation of L21
+  (row j is yhat_j, column i is y_i) follows both
   the paper and the released code. The released code reports bits (log2); this
   function uses the natural log. L1, L2 and L21 share one bandwidth `sigma_y`.
   Every term is a ratio of kernel sums, so D is invariant to constant factors
