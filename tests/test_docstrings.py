@@ -17,6 +17,7 @@ DOCTESTED_HERE = [
     "divlab.losses.supervised",
     "divlab.losses.distillation",
     "divlab.losses.unlearning",
+    "divlab.losses.preference",
     "divlab.losses.bottleneck",
     "divlab.losses.diffusion",
 ]

@@ -5,6 +5,7 @@ from divlab.losses import supervised
 from divlab.losses.supervised import softmax_cross_entropy
 from divlab.losses.supervised import squared_error
 from divlab.losses import unlearning
+from divlab.losses import preference
 from divlab.losses import bottleneck
 from divlab.losses import distillation
 from divlab.losses import diffusion
