@@ -19,6 +19,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.train_split = "train"
   config.data.eval_split = "test"
   config.data.batch_size = 128
+  # How the training split is read: "memory" (whole split as arrays), "grain"
+  # (streamed lazily from array_record), "auto" (memory while it fits the budget).
+  config.data.loader = "auto"
+  config.data.memory_budget_mb = 1024
+  config.data.num_workers = 0  # grain decoding processes (0: threads only)
 
   config.models = ml_collections.ConfigDict()
   config.models.cnn = {"arch": "cnn1d", "channels": (32, 32, 32), "kernel_size": 5}

@@ -10,6 +10,10 @@ which prepare offline on first use. Public API:
 - ``Loader(arrays, global_batch_size, *, seed, ...)``: infinite training
   batches (this process's slice), with ``get_state``/``set_state``.
 - ``eval_batches(arrays, batch_size)``: every example once, with a ``mask``.
+- ``open_split(name, split, loader="auto")``: a training split in memory, or
+  as a lazy ``TfdsSplit`` when it exceeds a memory budget; ``make_loader``
+  gives ``Loader`` for the first and ``GrainLoader`` (grain over
+  ``tfds.data_source``, same order, slices and position) for the second.
 - ``synthetic``: the seeded generators behind ``divlab_gmm`` and
   ``divlab_noisy_regression`` (ring means, the noise-free regression target).
 """
@@ -26,16 +30,28 @@ from divlab.data.synthetic import noisy_regression_mean
 from divlab.data.synthetic import ring_gmm_means
 from divlab.data.synthetic import sample_noisy_regression
 from divlab.data.synthetic import sample_ring_gmm
+from divlab.data.streaming import collate_supervised
+from divlab.data.streaming import first_examples
+from divlab.data.streaming import GrainLoader
+from divlab.data.streaming import make_loader
+from divlab.data.streaming import open_split
+from divlab.data.streaming import TfdsSplit
 
 __all__ = [
     "BUILDERS",
     "EMBEDDED",
+    "GrainLoader",
     "Loader",
+    "TfdsSplit",
+    "collate_supervised",
     "eval_batches",
+    "first_examples",
     "info",
     "load",
+    "make_loader",
     "noisy_regression_mean",
     "num_classes",
+    "open_split",
     "prepare",
     "ring_gmm_means",
     "sample_noisy_regression",

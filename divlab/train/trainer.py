@@ -134,7 +134,8 @@ def train_model(*,
     model: a linen module; ``model_spec`` ({"name", "num_outputs", **kwargs}
       for ``divlab.models.build``) is saved as ``model.json`` for loading.
     loss_fn: pure ``loss_fn(params, batch, rng) -> (loss, aux)``.
-    train_arrays: the training split (``x``, ``y``, ...).
+    train_arrays: the training split: arrays (``x``, ``y``, ...) or the
+      lazy split ``data.open_split`` returns for the grain loader.
     eval_sets: ``{split_name: arrays}`` evaluated every ``train.eval_every``
       steps and at the end; metrics logged as ``<split>_<metric>``.
     per_example_metrics: ``fn(params, batch) -> {name: [B] values}``.
@@ -164,10 +165,12 @@ def train_model(*,
   num_steps = int(config.train.num_steps)
   tx = make_optimizer(config.optimizer, num_steps) if tx is None else tx
   if params is None:
-    params = init_params(model, train_arrays["x"], seed)
+    params = init_params(model, data.first_examples(train_arrays)["x"], seed)
   state = create_state(params, tx, seed, mesh)
   step = train_step or parallel.make_train_step(loss_fn, mesh)
-  loader = data.Loader(dict(train_arrays), batch_size, seed=seed)
+  # In-memory arrays get the numpy Loader, a lazy split (data.open_split) grain.
+  loader = data.make_loader(train_arrays, batch_size, seed=seed,
+                            num_workers=int(config.data.get("num_workers", 0)))
   eval_step = eval_step or loop.make_eval_step(per_example_metrics, mesh)
   eval_batch = int(config.get("eval_batch_size", 0) or 0) or _eval_batch_size(mesh)
 

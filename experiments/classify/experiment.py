@@ -44,7 +44,11 @@ def train_classifier(config: ml_collections.ConfigDict, model_name: str, seed: i
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[dict]:
   """Trains every model for every seed and writes the results table."""
   workdir = pathlib.Path(workdir)
-  splits = {"train": data.load(config.data.name, config.data.train_split),
+  # data.loader picks how the training split is read (in memory or streamed).
+  train = data.open_split(
+      config.data.name, config.data.train_split, loader=config.data.get("loader", "auto"),
+      memory_budget_bytes=int(config.data.get("memory_budget_mb", 1024)) << 20)
+  splits = {"train": train,
             "test": data.load(config.data.name, config.data.eval_split)}
   records = []
   for model_name in config.models:

@@ -1,0 +1,198 @@
+"""GrainLoader: Loader's order, host slices and position, read lazily through grain.
+
+The reference for every batch is the plain numpy gather of the whole split
+(``divlab.data.load``) at the documented indices, computed here from
+``np.random.default_rng([seed, epoch]).permutation(n)``.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from divlab import data
+from divlab.data import streaming
+
+NAME = "divlab_diabetes"  # 353 training records: prime, so no batch size divides it
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  directory = tmp_path_factory.mktemp("tfds_streaming")
+  data.prepare(NAME, data_dir=directory)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def split(data_dir):
+  return data.TfdsSplit(NAME, "train", data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def arrays(data_dir):
+  return data.load(NAME, "train", data_dir=data_dir)
+
+
+def _documented_indices(seed, num_examples, batch_size, num_batches, drop_remainder):
+  """Global batch indices straight from the documented per-epoch permutations."""
+  epochs = num_batches * batch_size // num_examples + 2
+  orders = [np.random.default_rng([seed, e]).permutation(num_examples) for e in range(epochs)]
+  if drop_remainder:
+    per_epoch = num_examples // batch_size
+    orders = [order[:per_epoch * batch_size] for order in orders]
+  stream = np.concatenate(orders)
+  return stream[:num_batches * batch_size].reshape(num_batches, batch_size)
+
+
+def _grain(split, batch_size, **kwargs):
+  kwargs.setdefault("process_index", 0)
+  kwargs.setdefault("process_count", 1)
+  return data.GrainLoader(split, batch_size, **kwargs)
+
+
+def _assert_batch(batch, arrays, indices):
+  assert batch.keys() == {"x", "y"}
+  for key in ("x", "y"):
+    assert batch[key].dtype == arrays[key].dtype
+    np.testing.assert_array_equal(batch[key], arrays[key][indices])
+
+
+@pytest.mark.parametrize("drop_remainder", [True, False])
+def test_batches_are_the_numpy_gather_of_the_documented_order(split, arrays, drop_remainder):
+  # 353 // 32 = 11 batches per epoch: 25 batches cross two epoch boundaries.
+  loader = _grain(split, 32, seed=5, drop_remainder=drop_remainder)
+  expected = _documented_indices(5, len(arrays["y"]), 32, 25, drop_remainder)
+  for indices in expected:
+    _assert_batch(next(loader), arrays, indices)
+  loader.close()
+
+
+def test_unshuffled_order_is_index_order(split, arrays):
+  loader = _grain(split, 100, seed=0, shuffle=False)
+  for start in (0, 100, 200, 0):  # the fourth batch starts the second epoch
+    _assert_batch(next(loader), arrays, np.arange(start, start + 100))
+  loader.close()
+
+
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_each_process_reads_its_slice_and_slices_make_one_copy(split, arrays, process_count):
+  batch_size, num_batches = 24, 17  # 353 // 24 = 14 batches per epoch: two epochs
+  loaders = [_grain(split, batch_size, seed=1, process_index=p, process_count=process_count)
+             for p in range(process_count)]
+  expected = _documented_indices(1, len(arrays["y"]), batch_size, num_batches, True)
+  per_process = batch_size // process_count
+  seen = []
+  for indices in expected:
+    slices = [next(loader) for loader in loaders]
+    for p, batch in enumerate(slices):
+      _assert_batch(batch, arrays, indices[p * per_process:(p + 1) * per_process])
+    seen.append(np.concatenate([batch["y"] for batch in slices]))
+  # The first epoch's 14 global batches hold 14 * 24 distinct examples, each once.
+  first_epoch = np.concatenate(seen)[:(353 // batch_size) * batch_size, 0]
+  order = np.random.default_rng([1, 0]).permutation(353)[:len(first_epoch)]
+  np.testing.assert_array_equal(first_epoch, arrays["y"][order, 0])
+  assert len(np.unique(order)) == len(order)
+  for loader in loaders:
+    loader.close()
+
+
+def test_resume_from_json_state_continues_the_stream(split):
+  uninterrupted = _grain(split, 16, seed=3, drop_remainder=False)
+  reference = [next(uninterrupted) for _ in range(30)]
+  first = _grain(split, 16, seed=3, drop_remainder=False)
+  for _ in range(17):  # across the first epoch boundary (353 / 16 = 22.06)
+    next(first)
+  state = json.loads(json.dumps(first.get_state()))
+  first.close()  # a killed run: its prefetched batches are lost
+  resumed = _grain(split, 16, seed=3, drop_remainder=False)
+  resumed.set_state(state)
+  assert resumed.get_state() == state
+  for expected in reference[17:]:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["x"], expected["x"])
+    np.testing.assert_array_equal(got["y"], expected["y"])
+  for loader in (uninterrupted, resumed):
+    loader.close()
+
+
+def test_state_is_interchangeable_with_the_memory_loader(split, arrays):
+  memory = data.Loader(arrays, 32, seed=2, process_index=0, process_count=1)
+  for _ in range(13):
+    next(memory)
+  streaming_loader = _grain(split, 32, seed=2)
+  streaming_loader.set_state(memory.get_state())
+  for _ in range(3):
+    expected, got = next(memory), next(streaming_loader)
+    _assert_batch(got, expected, np.arange(32))
+  assert streaming_loader.get_state() == memory.get_state()
+  streaming_loader.close()
+
+
+def test_state_from_another_stream_is_refused(split):
+  loader = _grain(split, 16, seed=3)
+  state = loader.get_state()
+  with pytest.raises(ValueError, match="seed"):
+    _grain(split, 16, seed=4).set_state(state)
+  with pytest.raises(ValueError, match="global_batch_size"):
+    _grain(split, 32, seed=3).set_state(state)
+  with pytest.raises(ValueError, match="state"):
+    loader.set_state({"position": 3})
+
+
+def test_worker_processes_give_the_same_batches(split, arrays):
+  loader = _grain(split, 32, seed=9, num_workers=1, prefetch=2)
+  expected = _documented_indices(9, len(arrays["y"]), 32, 3, True)
+  for indices in expected:
+    _assert_batch(next(loader), arrays, indices)
+  loader.close()
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"num_workers": -1}, "num_workers"),
+    ({"num_threads": 0}, "num_threads"),
+    ({"prefetch": 0}, "prefetch"),
+    ({"process_index": 2, "process_count": 2}, "process_index"),
+    ({"process_count": 3}, "global_batch_size"),
+])
+def test_bad_arguments_name_themselves(split, kwargs, argument):
+  options = {"seed": 0, "process_index": 0, "process_count": 1, **kwargs}
+  with pytest.raises(ValueError, match=argument):
+    data.GrainLoader(split, 16, **options)
+
+
+def test_open_split_picks_by_budget_or_by_name(data_dir, arrays, capsys):
+  # Decoded size: 353 records x (10 + 1) float32 = 15532 bytes.
+  assert data.TfdsSplit(NAME, "train", data_dir=data_dir).estimated_bytes() == 353 * 11 * 4
+  in_memory = data.open_split(NAME, "train", data_dir=data_dir, memory_budget_bytes=15532)
+  assert isinstance(in_memory, dict)
+  np.testing.assert_array_equal(in_memory["x"], arrays["x"])
+  lazy = data.open_split(NAME, "train", data_dir=data_dir, memory_budget_bytes=15531)
+  assert isinstance(lazy, data.TfdsSplit) and len(lazy) == 353
+  assert "grain loader" in capsys.readouterr().out
+  forced = data.open_split(NAME, "train", data_dir=data_dir, loader="grain")
+  assert isinstance(forced, data.TfdsSplit)
+  assert isinstance(data.make_loader(in_memory, 8, seed=0), data.Loader)
+  assert isinstance(data.make_loader(forced, 8, seed=0), data.GrainLoader)
+  np.testing.assert_array_equal(data.first_examples(forced, 2)["x"], arrays["x"][:2])
+  np.testing.assert_array_equal(data.first_examples(in_memory, 2)["y"], arrays["y"][:2])
+
+
+def test_open_split_rejects_bad_arguments(data_dir):
+  with pytest.raises(ValueError, match="loader"):
+    data.open_split(NAME, "train", data_dir=data_dir, loader="disk")
+  with pytest.raises(ValueError, match="memory_budget_bytes"):
+    data.open_split(NAME, "train", data_dir=data_dir, memory_budget_bytes=0)
+  with pytest.raises(ValueError, match="split"):
+    data.TfdsSplit(NAME, "validation", data_dir=data_dir)
+  with pytest.raises(ValueError, match="collate"):
+    data.TfdsSplit(NAME, "train", data_dir=data_dir, collate="stack")
+
+
+def test_collate_supervised_matches_load_conversions():
+  records = [{"image": np.full((2, 2, 1), 255, np.uint8), "label": np.int64(3)},
+             {"image": np.zeros((2, 2, 1), np.uint8), "label": np.int64(1)}]
+  batch = streaming.collate_supervised(records)
+  assert batch["x"].dtype == np.float32 and batch["y"].dtype == np.int32
+  np.testing.assert_array_equal(batch["x"][:, 0, 0, 0], [1.0, 0.0])
+  np.testing.assert_array_equal(batch["y"], [3, 1])
+  with pytest.raises(ValueError, match="records"):
+    streaming.collate_supervised([{"tokens": np.arange(3)}])
