@@ -1,4 +1,4 @@
-"""Checkpoints with orbax: save, keep-N, resume, fall back past a broken one.
+"""Checkpoints with orbax: save, keep-N, verify, resume, fall back past a bad one.
 
 A checkpoint holds the whole :class:`TrainState` (params, optimizer state,
 step, RNG, model state) and the data loader's position, so a run restarted from
@@ -6,13 +6,24 @@ it continues exactly where the saved run was: killed at any moment, re-running
 the same command ends bit-identical to an uninterrupted run.
 
 Orbax writes each step into a temporary directory and renames it when complete,
-so a process killed mid-save leaves no half-written checkpoint behind; one that
-is broken anyway (disk full, files removed) is skipped with a warning and the
-previous one is used.
+so a process killed mid-save leaves no half-written checkpoint behind. Orbax
+0.12 does not check what it reads back, though: a data file with flipped bytes
+(same size) restores silently as wrong numbers. So when a save has finished,
+process 0 writes ``divlab_checksums.json`` into the step folder, the SHA-256 of
+every file orbax wrote. Before a restore the files are hashed again; a step
+whose files differ, are missing or fail to load is reported, moved to
+``<checkpoints>_corrupt/<step>`` (kept for inspection, out of the way of the
+re-save) and the previous step is used. A step without the checksum file (saved
+by an older divlab, or killed in the instant between the save and the checksum)
+is restored unverified, with a warning.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import pathlib
+import shutil
 from typing import Any, Optional
 
 from absl import logging
@@ -20,10 +31,65 @@ import jax
 import orbax.checkpoint as ocp
 
 PyTree = Any
+CHECKSUM_FILE = "divlab_checksums.json"
+_ITEM_HANDLERS = {"state": ocp.StandardCheckpointHandler,
+                  "data": ocp.JsonCheckpointHandler}
+
+
+def file_digests(step_dir: str | pathlib.Path) -> dict[str, str]:
+  """SHA-256 of every file under ``step_dir`` (except the checksum file).
+
+  Args:
+    step_dir: one checkpoint step folder.
+
+  Returns:
+    ``{relative posix path: hex digest}``, sorted by path.
+  """
+  step_dir = pathlib.Path(step_dir)
+  digests = {}
+  for path in sorted(step_dir.rglob("*")):
+    if path.is_file() and path.name != CHECKSUM_FILE:
+      digest = hashlib.sha256()
+      with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+      digests[path.relative_to(step_dir).as_posix()] = digest.hexdigest()
+  return digests
+
+
+def verify_step(step_dir: str | pathlib.Path) -> Optional[str]:
+  """Why a saved step fails its checksums, or None if it passes.
+
+  Args:
+    step_dir: one checkpoint step folder.
+
+  Returns:
+    None when every file matches the digests written at save time (or when the
+    step has no checksum file: unverifiable, see the module docstring);
+    otherwise a short reason naming the first offending file.
+  """
+  step_dir = pathlib.Path(step_dir)
+  manifest = step_dir / CHECKSUM_FILE
+  if not manifest.exists():
+    return None
+  try:
+    expected = json.loads(manifest.read_text())["sha256"]
+  except (ValueError, KeyError, TypeError) as err:
+    return f"{CHECKSUM_FILE} is unreadable ({type(err).__name__})"
+  actual = file_digests(step_dir)
+  for name, digest in expected.items():
+    if name not in actual:
+      return f"{name} is missing"
+    if actual[name] != digest:
+      return f"{name} does not match its checksum"
+  extra = sorted(set(actual) - set(expected))
+  if extra:
+    return f"{extra[0]} was not part of the saved checkpoint"
+  return None
 
 
 class Checkpointer:
-  """A thin wrapper over ``orbax.checkpoint.CheckpointManager``.
+  """A thin wrapper over ``orbax.checkpoint.CheckpointManager`` with checksums.
 
   Args:
     directory: where the step folders go (created if missing).
@@ -42,7 +108,7 @@ class Checkpointer:
             # SIGKILL right after it cannot lose it (the cost is small for the
             # models here; large models can flip this in a subclass).
             enable_async_checkpointing=False),
-        item_names=("state", "data"))
+        item_handlers={name: handler() for name, handler in _ITEM_HANDLERS.items()})
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -50,6 +116,9 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     steps = self.all_steps()
     return steps[-1] if steps else None
+
+  def step_dir(self, step: int) -> pathlib.Path:
+    return self.directory / str(int(step))
 
   def save(self, step: int, state: PyTree, data_state: dict,
            *, force: bool = False) -> bool:
@@ -62,48 +131,97 @@ class Checkpointer:
                                 data=ocp.args.JsonSave(data_state)),
         force=force)
     self._manager.wait_until_finished()
+    if saved and jax.process_index() == 0:
+      # Written after orbax has renamed the step into place, so it covers
+      # exactly the files a restore will read; tmp + rename keeps it atomic.
+      step_dir = self.step_dir(step)
+      tmp = step_dir / (CHECKSUM_FILE + ".tmp")
+      tmp.write_text(json.dumps({"sha256": file_digests(step_dir)}, indent=1))
+      os.replace(tmp, step_dir / CHECKSUM_FILE)
     return saved
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    """Reports a bad step and moves it out of the step folders (process 0)."""
+    message = (f"checkpoint at step {step} in {self.directory} is unreadable "
+               f"({reason}); falling back to the previous one.")
+    logging.warning("%s", message)
+    print(f"WARNING: {message}", flush=True)
+    if jax.process_index() == 0:
+      corrupt_dir = self.directory.parent / f"{self.directory.name}_corrupt"
+      corrupt_dir.mkdir(parents=True, exist_ok=True)
+      target = corrupt_dir / str(step)
+      suffix = 1
+      while target.exists():
+        target = corrupt_dir / f"{step}.{suffix}"
+        suffix += 1
+      if self.step_dir(step).exists():
+        shutil.move(str(self.step_dir(step)), str(target))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"divlab_checkpoint_set_aside_{step}")
+    self._manager.reload()
+
+  def _restore_step(self, step: int, target: PyTree) -> tuple[PyTree, dict]:
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                      data=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["data"])
+
+  def _restore_newest(self, target_fn) -> Optional[tuple[int, PyTree, dict]]:
+    for step in reversed(self.all_steps()):
+      reason = verify_step(self.step_dir(step))
+      if reason is None:
+        try:
+          state, data_state = self._restore_step(step, target_fn(step))
+        except Exception as err:  # pylint: disable=broad-except
+          reason = f"{type(err).__name__}: {str(err)[:200]}"
+        else:
+          if not (self.step_dir(step) / CHECKSUM_FILE).exists():
+            logging.warning("checkpoint at step %d in %s has no %s; restored "
+                            "unverified.", step, self.directory, CHECKSUM_FILE)
+          return step, state, data_state
+      self._set_aside(step, reason)
+    return None
 
   def restore_latest(self, abstract_state: PyTree
                      ) -> Optional[tuple[int, PyTree, dict]]:
-    """Restores the newest readable checkpoint, or None if there is none.
+    """Restores the newest step that passes its checksums and loads.
 
     Args:
       abstract_state: a state with the target structure, shapes, dtypes and
         shardings (a real state or ``jax.eval_shape`` of one).
 
     Returns:
-      ``(step, state, data_state)``; a checkpoint that fails to load is
-      skipped with a warning in favour of the one before it.
+      ``(step, state, data_state)``, or None if no step is usable. A step that
+      fails is reported, set aside and the one before it tried.
     """
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    for step in reversed(self.all_steps()):
-      try:
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                          data=ocp.args.JsonRestore()))
-      except Exception as err:  # pylint: disable=broad-except
-        logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); "
-                        "falling back to the previous one.", step,
-                        self.directory, type(err).__name__, err)
-        print(f"WARNING: checkpoint at step {step} is unreadable "
-              f"({type(err).__name__}); falling back to the previous one.")
-        continue
-      return step, restored["state"], dict(restored["data"])
-    return None
+    return self._restore_newest(lambda step: target)
 
-  def restore_raw_state(self, step: Optional[int] = None) -> dict:
-    """The saved state as plain nested dicts of arrays, without a target.
+  def restore_raw_state(self, sharding: Optional[jax.sharding.Sharding] = None
+                        ) -> dict:
+    """The newest good saved state as nested dicts of arrays, without a target.
 
     For reading a finished run (e.g. a teacher's params) when the optimizer
-    that produced it is unknown. Defaults to the latest step.
+    that produced it is unknown. The arrays are placed with ``sharding``
+    (default: replicated over all current devices), whatever the number of
+    devices or processes that saved them.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise ValueError(f"no checkpoint in {self.directory}.")
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    return restored["state"]
+    if sharding is None:
+      from divlab.train import parallel  # pylint: disable=g-import-not-at-top
+      sharding = parallel.replicated(parallel.make_mesh())
+
+    def target_fn(step):
+      saved = self._manager.item_metadata(step)["state"]
+      saved = getattr(saved, "tree", saved)
+      return jax.tree.map(
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+          saved)
+
+    restored = self._restore_newest(target_fn)
+    if restored is None:
+      raise ValueError(f"no usable checkpoint in {self.directory}.")
+    return restored[1]
 
   def close(self) -> None:
     self._manager.wait_until_finished()
