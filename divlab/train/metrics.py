@@ -4,6 +4,11 @@ During training: one JSON object per logged step in ``metrics.jsonl`` (full
 float precision) and the same scalars as TensorBoard event files. At the end:
 ``results.json`` (``{"rows": [...]}``) and ``results.md`` (the same table in
 Markdown), where a metric ``m`` with a ``m_std`` column prints as ``mean ± std``.
+
+On several processes (a multi-host job) only process 0 writes these files:
+the others hold the same replicated values, and a second writer would
+duplicate every ``metrics.jsonl`` line. A table holding NaN or infinite metrics
+carries a warning line in ``results.md`` (and ``divlab.run`` exits non-zero).
 """
 from __future__ import annotations
 
@@ -13,7 +18,30 @@ import math
 import pathlib
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
+
+
+def is_writer() -> bool:
+  """Whether this process writes per-run files (process 0 of the job)."""
+  return jax.process_index() == 0
+
+
+def write_json(path: str | pathlib.Path, value: Any, **dumps_kwargs) -> None:
+  """Writes ``json.dumps(value)`` to ``path`` atomically, on process 0 only.
+
+  Args:
+    path: the file to (over)write; its folder is created.
+    value: anything ``json.dumps`` takes (numpy scalars and arrays too).
+    **dumps_kwargs: passed to ``json.dumps`` (e.g. ``indent=2``).
+  """
+  if not is_writer():
+    return
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(value, default=_to_python, **dumps_kwargs))
+  tmp.replace(path)
 
 
 class MetricWriter:
@@ -25,25 +53,32 @@ class MetricWriter:
       after it by the interrupted run are dropped, so the file of a resumed run
       is identical to that of an uninterrupted one.
     tensorboard: also write TensorBoard event files (``tensorboardX``).
+
+  On a process other than 0 every method is a no-op.
   """
 
   def __init__(self, workdir: str | pathlib.Path, *,
                resume_step: Optional[int] = None, tensorboard: bool = True):
     self.workdir = pathlib.Path(workdir)
-    self.workdir.mkdir(parents=True, exist_ok=True)
     self.path = self.workdir / "metrics.jsonl"
+    self._tb = None
+    self._enabled = is_writer()
+    if not self._enabled:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
     if self.path.exists():
       keep = [line for line in self.path.read_text().splitlines()
               if line.strip() and resume_step is not None
               and json.loads(line)["step"] <= resume_step]
       self.path.write_text("".join(line + "\n" for line in keep))
-    self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(str(self.workdir / "tensorboard"),
                                purge_step=resume_step)
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if not self._enabled:
+      return
     record = {"step": int(step)}
     record.update({k: _to_python(v) for k, v in scalars.items()})
     with self.path.open("a") as f:
@@ -114,6 +149,10 @@ def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]]
                   filename: str = "results") -> str:
   """Writes ``<filename>.json`` and ``<filename>.md``; returns the Markdown.
 
+  Only process 0 writes (the Markdown is returned on every process). A table
+  with NaN or infinite metrics gets a warning line under it naming the cells,
+  so a diverged run cannot pass for a result.
+
   Args:
     workdir: output directory.
     rows: dicts; a metric ``m`` with a matching ``m_std`` prints as ``m ± std``.
@@ -123,18 +162,62 @@ def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]]
     notes: Markdown text appended below the table.
     precision: decimals in the Markdown table (the JSON keeps full precision).
     filename: base name, for experiments that write several tables.
+
+  Example:
+    >>> import tempfile
+    >>> rows = [{"model": "cnn", "acc": float("nan")}]
+    >>> text = write_results(tempfile.mkdtemp(), rows)
+    >>> "WARNING: non-finite" in text
+    True
   """
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   rows = [dict(r) for r in rows]
-  (workdir / f"{filename}.json").write_text(
-      json.dumps({"title": title, "rows": rows}, indent=2, default=_to_python))
   markdown = format_table(rows, columns=columns, precision=precision)
   text = f"## {title}\n\n{markdown}\n"
+  bad = non_finite_cells(rows)
+  if bad:
+    text += (f"\n**WARNING: non-finite metrics ({', '.join(bad[:10])}): the run "
+             "that produced them diverged; these are not results.**\n")
   if notes:
     text += f"\n{notes.strip()}\n"
-  (workdir / f"{filename}.md").write_text(text)
+  if is_writer():
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / f"{filename}.json").write_text(
+        json.dumps({"title": title, "rows": rows}, indent=2, default=_to_python))
+    (workdir / f"{filename}.md").write_text(text)
   return text
+
+
+def non_finite_cells(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+  """``"column (row i)"`` for every NaN or infinite number in ``rows``."""
+  bad = []
+  for i, row in enumerate(rows):
+    for key, value in row.items():
+      if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        bad.append(f"{key} (row {i})")
+  return bad
+
+
+def find_non_finite_results(workdir: str | pathlib.Path) -> dict[str, list[str]]:
+  """The tables (``*.json`` written by :func:`write_results`) holding NaN/inf.
+
+  Args:
+    workdir: the run directory; only its top level is searched.
+
+  Returns:
+    ``{file name: non_finite_cells(rows)}`` for each offending table.
+  """
+  found = {}
+  for path in sorted(pathlib.Path(workdir).glob("*.json")):
+    try:
+      table = json.loads(path.read_text())
+    except (ValueError, OSError):
+      continue
+    if isinstance(table, dict) and isinstance(table.get("rows"), list):
+      bad = non_finite_cells([r for r in table["rows"] if isinstance(r, dict)])
+      if bad:
+        found[path.name] = bad
+  return found
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], *,

@@ -21,6 +21,7 @@ import optax
 
 from divlab import models as models_lib
 from divlab.train import loop
+from divlab.train import metrics as metrics_lib
 from divlab.train import parallel
 from divlab.train.checkpoint import Checkpointer
 from divlab.train.state import TrainState
@@ -159,7 +160,7 @@ def train_model(*,
   mesh = parallel.make_mesh() if mesh is None else mesh
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "model.json").write_text(json.dumps(dict(model_spec), indent=2))
+  metrics_lib.write_json(workdir / "model.json", dict(model_spec), indent=2)
   batch_size = int(config.data.batch_size)
   parallel.check_batch_size(batch_size, mesh)
   num_steps = int(config.train.num_steps)
@@ -199,9 +200,17 @@ def _eval_batch_size(mesh: jax.sharding.Mesh) -> int:
 def load_model(path: str | pathlib.Path) -> tuple[Any, PyTree]:
   """Loads ``(model, params)`` from a run directory written by train_model.
 
+  The newest checkpoint that passes its checksums is read onto the current
+  devices (replicated), whatever the number of devices or processes that
+  saved it: a teacher trained on 8 devices loads on 1.
+
   Args:
     path: the model's run directory (holding ``model.json`` and
       ``checkpoints/``).
+
+  Returns:
+    ``(model, params)``: the linen module rebuilt from ``model.json`` and its
+    parameters as arrays replicated over all current devices.
   """
   path = pathlib.Path(path)
   spec_path = path / "model.json"
