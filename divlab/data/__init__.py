@@ -14,10 +14,17 @@ which prepare offline on first use. Public API:
   as a lazy ``TfdsSplit`` when it exceeds a memory budget; ``make_loader``
   gives ``Loader`` for the first and ``GrainLoader`` (grain over
   ``tfds.data_source``, same order, slices and position) for the second.
+- ``sequences``: variable-length token records to fixed shapes, padded with a
+  ``mask`` (``pad_sequences``) or packed with ``segment_ids``
+  (``pack_sequences``), and the collates that do it inside a ``GrainLoader``.
+- ``prepare_text(folder, level="byte" | "char")``: the ``divlab_text`` builder,
+  a user's own ``*.txt`` files as token records, offline (array_record).
 - ``synthetic``: the seeded generators behind ``divlab_gmm`` and
   ``divlab_noisy_regression`` (ring means, the noise-free regression target).
 """
+from divlab.data import sequences
 from divlab.data import synthetic
+from divlab.data import text_builder
 from divlab.data.builders import BUILDERS
 from divlab.data.builders import EMBEDDED
 from divlab.data.loader import eval_batches
@@ -36,6 +43,7 @@ from divlab.data.streaming import GrainLoader
 from divlab.data.streaming import make_loader
 from divlab.data.streaming import open_split
 from divlab.data.streaming import TfdsSplit
+from divlab.data.text_builder import prepare_text
 
 __all__ = [
     "BUILDERS",
@@ -53,8 +61,11 @@ __all__ = [
     "num_classes",
     "open_split",
     "prepare",
+    "prepare_text",
     "ring_gmm_means",
     "sample_noisy_regression",
     "sample_ring_gmm",
+    "sequences",
     "synthetic",
+    "text_builder",
 ]
