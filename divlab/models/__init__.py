@@ -1,4 +1,4 @@
-"""Small flax (linen) models shared by the experiments.
+"""Small flax (linen) models shared by the experiments, and LM sampling.
 
 linen is used throughout divlab: its ``init``/``apply`` keep parameters as
 plain pytrees passed explicitly to pure functions, which is the style of the
@@ -15,9 +15,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from divlab.models.generate import Generation
+from divlab.models.generate import generate
+from divlab.models.generate import sample_from_logits
 from divlab.models.score import ScoreMLP
+from divlab.models.transformer import KVCache
+from divlab.models.transformer import TransformerLM
 
-__all__ = ["MLP", "CNN1D", "CNN2D", "BottleneckMLP", "ScoreMLP", "MODELS", "build"]
+__all__ = ["MLP", "CNN1D", "CNN2D", "BottleneckMLP", "ScoreMLP", "TransformerLM",
+           "KVCache", "Generation", "generate", "sample_from_logits", "MODELS",
+           "build"]
 
 
 class MLP(nn.Module):
@@ -136,8 +143,14 @@ class BottleneckMLP(nn.Module):
     return (out, mean) if return_features else out
 
 
+def _transformer_lm(num_outputs: int, **kwargs: Any) -> TransformerLM:
+  """`build`'s ``num_outputs`` is a language model's vocabulary size."""
+  return TransformerLM(vocab_size=num_outputs, **kwargs)
+
+
 MODELS = {"mlp": MLP, "cnn1d": CNN1D, "cnn2d": CNN2D,
-          "bottleneck_mlp": BottleneckMLP, "score_mlp": ScoreMLP}
+          "bottleneck_mlp": BottleneckMLP, "score_mlp": ScoreMLP,
+          "transformer_lm": _transformer_lm}
 
 
 def build(name: str, num_outputs: int, **kwargs: Any) -> nn.Module:
