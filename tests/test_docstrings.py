@@ -16,6 +16,7 @@ DOCTESTED_HERE = [
     "divlab.losses.reductions",
     "divlab.losses.supervised",
     "divlab.losses.distillation",
+    "divlab.losses.sequence",
     "divlab.losses.unlearning",
     "divlab.losses.preference",
     "divlab.losses.bottleneck",

@@ -5,7 +5,8 @@ care what the model is:
 
 * for a classifier, ``logp = log p(y | x)`` (e.g. ``-softmax_cross_entropy``);
 * for a language model, ``logp = sum_t log p(y_t | y_<t, x)`` over the answer
-  tokens, which `sequence_log_likelihood` computes from logits and a mask.
+  tokens, which `sequence_log_likelihood` (from `divlab.losses.sequence`,
+  re-exported here) computes from logits and a mask.
 
 Conventions shared by every loss here:
 
@@ -41,6 +42,8 @@ import optax
 from divlab import _checks
 from divlab import divergences
 from divlab.losses.reductions import reduce_loss
+# One copy, shared by every LM family; re-exported here for compatibility.
+from divlab.losses.sequence import sequence_log_likelihood
 
 __all__ = [
     "sequence_log_likelihood",
@@ -114,55 +117,6 @@ def _forget_plus_retain(forget_values: jax.Array,
   retain_term = reduce_loss(retain_values, reduction, where=retain_mask,
                             normalizer=normalizer)
   return forget_term + retain_weight * retain_term
-
-
-# ----------------------------------------------------------------------------
-# Log-likelihoods.
-# ----------------------------------------------------------------------------
-
-
-def sequence_log_likelihood(logits: ArrayLike,
-                            targets: ArrayLike,
-                            where: Optional[ArrayLike] = None) -> jax.Array:
-  """Summed log-probability of target tokens: sum_t where_t log softmax(z_t)[y_t].
-
-  This is the sequence log-likelihood ``log pi(y | x)`` that NPO and SimNPO
-  take (the released NPO code sums per-token cross-entropies the same way).
-  Padded positions (``where`` False) contribute exactly 0 and a zero gradient,
-  whatever their logits or targets hold (an ignore index such as -100 is fine
-  there).
-
-  Args:
-    logits: ``[..., T, V]`` next-token logits, already aligned with
-      ``targets`` (shift them before calling for a causal LM).
-    targets: ``[..., T]`` integer token ids in ``[0, V)`` at valid positions.
-    where: optional ``[..., T]`` boolean mask of the positions to count.
-
-  Returns:
-    ``[...]`` per-sequence log-likelihoods (<= 0), at least float32.
-
-  Example:
-    >>> sequence_log_likelihood(jnp.zeros((1, 3, 4)), jnp.array([[0, 1, 2]]),
-    ...                         where=jnp.array([[True, True, False]]))
-    Array([-2.7725887], dtype=float32)
-  """
-  logits = _as_float(logits, "logits")
-  targets = jnp.asarray(targets)
-  if logits.ndim < 2:
-    raise ValueError(f"`logits` must have shape [..., T, V], got {logits.shape}.")
-  if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise ValueError(f"`targets` must be integer token ids, got {targets.dtype}.")
-  if targets.shape != logits.shape[:-1]:
-    raise ValueError(f"`targets` must have shape {logits.shape[:-1]} (the logits "
-                     f"without the vocabulary axis), got {targets.shape}.")
-  mask = _checks.broadcast_mask(where, targets.shape, "where")
-  if mask is not None:
-    logits = jnp.where(mask[..., None], logits, 0)
-    targets = jnp.where(mask, targets, 0)
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  token_logp = jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32),
-                                   axis=-1)[..., 0]
-  return _blank(token_logp, mask).sum(axis=-1)
 
 
 # ----------------------------------------------------------------------------
