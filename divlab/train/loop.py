@@ -131,9 +131,10 @@ def fit(*,
     if bad.size:
       step = first + int(bad[0])
       last = checkpointer.latest_step()
+      kept = (f"The last good checkpoint (step {last}) is kept." if last is not None
+              else "No checkpoint was saved before it.")
       raise NonFiniteLossError(
-          f"loss is {values[bad[0]]} at step {step} of {workdir}; stopping. "
-          f"The last good checkpoint (step {last}) is kept.")
+          f"loss is {values[bad[0]]} at step {step} of {workdir}; stopping. {kept}")
 
   try:
     with _sigterm_flag() as sigterm:

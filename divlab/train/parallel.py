@@ -9,7 +9,8 @@ team recommends instead of ``pmap``; the same code runs on 1 CPU, 8 fake CPU
 devices (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), a GPU box or
 a TPU pod.
 
-Multi-host: call :func:`maybe_initialize_distributed` first; each host loads
+Multi-host: call :func:`maybe_initialize_distributed` first (and
+:func:`check_shared_directory` on the run directory); each host loads
 only its slice of every global batch (``divlab.data.Loader`` does this from
 ``jax.process_index()``), and :func:`shard_batch` assembles the global array
 from the host-local slices.
@@ -17,6 +18,8 @@ from the host-local slices.
 from __future__ import annotations
 
 import os
+import pathlib
+import time
 from typing import Any, Callable, Optional
 
 from absl import logging
@@ -33,29 +36,116 @@ DATA_AXIS = "data"
 # Environment variables that mean "this process is one of several".
 _MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS",
                   "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS")
+# What jax.distributed.initialize cannot detect by itself outside a managed
+# cluster (SLURM, Open MPI, TPU pods): the job size and this process's rank.
+NUM_PROCESSES_ENV = "DIVLAB_NUM_PROCESSES"
+PROCESS_ID_ENV = "DIVLAB_PROCESS_ID"
 
 
-def maybe_initialize_distributed(force: Optional[bool] = None) -> bool:
+def maybe_initialize_distributed(force: Optional[bool] = None, *,
+                                 coordinator_address: Optional[str] = None,
+                                 num_processes: Optional[int] = None,
+                                 process_id: Optional[int] = None) -> bool:
   """Calls ``jax.distributed.initialize()`` when running on several hosts.
+
+  On a managed cluster (SLURM, Open MPI, a TPU pod) jax finds the coordinator,
+  the number of processes and this process's id by itself. Elsewhere give all
+  three, as arguments or as the environment variables
+  ``JAX_COORDINATOR_ADDRESS`` (read by jax), ``DIVLAB_NUM_PROCESSES`` and
+  ``DIVLAB_PROCESS_ID``; arguments win over the environment. On CPU the
+  processes talk through gloo collectives.
 
   Args:
     force: True/False to decide explicitly; None (default) initialises when a
       multi-host environment is detected (a coordinator address, a TPU pod's
       worker list, or a SLURM job with several tasks).
+    coordinator_address: ``host:port`` of process 0's coordinator service.
+    num_processes: how many processes the job has.
+    process_id: this process's index, in ``[0, num_processes)``.
 
   Returns:
     Whether the distributed runtime was initialised by this call.
+
+  Raises:
+    ValueError: an incomplete or inconsistent set of the three settings.
   """
+  env_count = os.environ.get(NUM_PROCESSES_ENV)
+  env_id = os.environ.get(PROCESS_ID_ENV)
+  try:
+    num_processes = (int(env_count) if num_processes is None and env_count
+                     else num_processes)
+    process_id = int(env_id) if process_id is None and env_id else process_id
+  except ValueError as err:
+    raise ValueError(f"`{NUM_PROCESSES_ENV}` and `{PROCESS_ID_ENV}` must be "
+                     f"integers ({err}).") from err
+  explicit = {"coordinator_address": coordinator_address,
+              "num_processes": num_processes, "process_id": process_id}
+  if num_processes is not None or process_id is not None:
+    if explicit["coordinator_address"] is None:
+      explicit["coordinator_address"] = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    missing = [k for k, v in explicit.items() if v is None]
+    if missing:
+      raise ValueError(f"multi-process settings are incomplete: give "
+                       f"{', '.join('`' + k + '`' for k in missing)} too "
+                       "(flags or environment variables).")
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ValueError(f"`process_id`={process_id} must be in [0, num_processes="
+                       f"{num_processes}).")
   if force is None:
-    force = any(os.environ.get(k) not in (None, "", "1") for k in _MULTIHOST_ENV)
+    force = (any(v is not None for v in explicit.values())
+             or any(os.environ.get(k) not in (None, "", "1") for k in _MULTIHOST_ENV))
   if not force:
     return False
   if jax.distributed.is_initialized():
     return False
-  jax.distributed.initialize()
+  if jax.config.jax_cpu_collectives_implementation in (None, "none"):
+    # Without it, CPU devices of different processes cannot run collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None})
   logging.info("jax.distributed: process %d of %d, %d global devices",
                jax.process_index(), jax.process_count(), jax.device_count())
   return True
+
+
+def check_shared_directory(directory: str | pathlib.Path, *,
+                           timeout_s: float = 30.0) -> None:
+  """Fails on every process unless all processes see the same ``directory``.
+
+  Process 0 writes a marker file with a token drawn for this call; every
+  process polls for it (for up to ``timeout_s``, for slow network file
+  systems), and the verdicts are gathered, so the job stops together instead
+  of hanging at its first checkpoint save when each host wrote to its own
+  disk. A no-op on a single process.
+
+  Args:
+    directory: the run directory (already created by process 0).
+    timeout_s: how long a process waits for the marker to appear.
+
+  Raises:
+    ValueError: naming the directory and the processes that cannot see it.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  directory = pathlib.Path(directory)
+  token = int(multihost_utils.broadcast_one_to_all(
+      np.asarray(np.random.default_rng().integers(1 << 30), np.int32)))
+  marker = directory / f".shared_workdir_check_{token}"
+  if jax.process_index() == 0:
+    marker.write_text(str(token))
+  multihost_utils.sync_global_devices(f"divlab_shared_marker_written_{token}")
+  deadline = time.monotonic() + timeout_s
+  while not marker.exists() and time.monotonic() < deadline:
+    time.sleep(0.1)
+  sees = multihost_utils.process_allgather(np.asarray(marker.exists(), np.int32))
+  if jax.process_index() == 0:
+    marker.unlink(missing_ok=True)
+  blind = [i for i, ok in enumerate(np.asarray(sees).reshape(-1)) if not ok]
+  if blind:
+    raise ValueError(
+        f"--workdir={directory} is not shared by all processes: process(es) "
+        f"{blind} cannot see the file process 0 wrote there within {timeout_s:g} s. "
+        "Every process needs the same directory (a shared or network file system).")
 
 
 def make_mesh(devices: Optional[list] = None) -> Mesh:

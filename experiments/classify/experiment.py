@@ -59,7 +59,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
         final = json.loads(done.read_text())
       else:
         final = train_classifier(config, model_name, seed, path, splits)
-        done.write_text(json.dumps(final))
+        metrics_lib.write_json(done, final)  # process 0 only
       records.append({"model": model_name, "seed": seed,
                       "test_acc": final["test_accuracy"],
                       "test_loss": final["test_loss"]})
