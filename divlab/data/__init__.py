@@ -19,11 +19,15 @@ which prepare offline on first use. Public API:
   (``pack_sequences``), and the collates that do it inside a ``GrainLoader``.
 - ``prepare_text(folder, level="byte" | "char")``: the ``divlab_text`` builder,
   a user's own ``*.txt`` files as token records, offline (array_record).
+- ``tasks``: synthetic verifiable language tasks (sorting digit lists, 2-digit
+  addition) with a tokenizer-free vocabulary, seeded disjoint train/test
+  splits and exact / partial-credit reward functions.
 - ``synthetic``: the seeded generators behind ``divlab_gmm`` and
   ``divlab_noisy_regression`` (ring means, the noise-free regression target).
 """
 from divlab.data import sequences
 from divlab.data import synthetic
+from divlab.data import tasks
 from divlab.data import text_builder
 from divlab.data.builders import BUILDERS
 from divlab.data.builders import EMBEDDED
@@ -67,5 +71,6 @@ __all__ = [
     "sample_ring_gmm",
     "sequences",
     "synthetic",
+    "tasks",
     "text_builder",
 ]
