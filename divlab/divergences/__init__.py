@@ -8,3 +8,4 @@ from divlab.divergences.categorical import *
 from divlab.divergences.kernel import *
 from divlab.divergences.transport import *
 from divlab.divergences.dependence import *
+from divlab.divergences.fused import *

@@ -39,6 +39,7 @@ __all__ = [
     "reverse_kl_kd",
     "js_kd",
     "tv_kd",
+    "fused_linear_distill",
     "alpha_kd",
     "sinkhorn_kd_plan",
     "sinkhorn_kd",
@@ -351,6 +352,69 @@ def tv_kd(student_logits: ArrayLike,
   return _hard_plus_soft(student_logits, teacher_logits, labels, soft_fn,
                          temperature=temperature, alpha=alpha, where=where,
                          class_where=class_where, reduction=reduction)
+
+
+def fused_linear_distill(student_hidden: ArrayLike,
+                         student_weight: ArrayLike,
+                         teacher_hidden: ArrayLike,
+                         teacher_weight: ArrayLike,
+                         *,
+                         divergence: str = "kl",
+                         temperature: float = 1.0,
+                         beta: float = 0.5,
+                         where: Optional[ArrayLike] = None,
+                         chunk_size: Optional[int] = None,
+                         reduction: str = "mean",
+                         normalizer: Optional[ArrayLike] = None,
+                         student_bias: Optional[ArrayLike] = None,
+                         teacher_bias: Optional[ArrayLike] = None) -> jax.Array:
+  """Vocabulary-scale distillation from hidden states, never materialising the logits.
+
+  ``L = T^2 reduce_i D(softmax(z_t,i / T), softmax(z_s,i / T))`` with
+  ``z = h W + b`` per token: the soft term of `kd` (``divergence="kl"``,
+  KL(P_t || P_s)), `reverse_kl_kd` (``"reverse_kl"``, KL(P_s || P_t)), `js_kd`
+  (``"js"``, beta weighs the teacher) or `tv_kd` (``"tv"``), with ``T^2``
+  applied as there. It equals ``reduce_loss(kd(z_s, z_t, temperature=T),
+  reduction, where=where)`` (and likewise for the others) without ever
+  forming the ``[B*T, V]`` logits: `divlab.divergences.fused_linear_divergence`
+  (which this multiplies by ``T^2``) walks over chunks of tokens and forms
+  the gradient as it goes. Teacher constant; gradients reach `student_hidden`,
+  `student_weight` and `student_bias`.
+
+  Reference: the chunked fused-linear distillation losses of Liger-Kernel
+  (Hsu et al. 2024) [code]; the divergences as in the KD losses above.
+
+  Args:
+    student_hidden: ``[..., H]`` student hidden states (e.g. ``[B, T, H]``).
+    student_weight: ``[H, V]`` student output projection.
+    teacher_hidden: ``[..., H_t]`` teacher hidden states, same leading shape.
+    teacher_weight: ``[H_t, V]`` teacher output projection.
+    divergence: ``"kl"``, ``"reverse_kl"``, ``"js"`` or ``"tv"``.
+    temperature: ``T > 0`` (not differentiated).
+    beta: the teacher's JS mixture weight in ``[0, 1]`` (``"js"`` only).
+    where: optional ``[...]`` token mask (e.g. non-padding tokens).
+    chunk_size: tokens per chunk; None sizes it from a memory budget.
+    reduction: see `divlab.losses.reduce_loss` (``"mean"``: token mean).
+    normalizer: divisor for ``reduction="normalizer"``, e.g. the global token
+      count, so that gradient-accumulation micro-batches add up exactly.
+    student_bias: optional ``[V]`` student output bias.
+    teacher_bias: optional ``[V]`` teacher output bias.
+
+  Returns:
+    A scalar (``[...]`` per-token losses for ``reduction="none"``), float32.
+
+  Example:
+    >>> h_s, w_s = jnp.ones((2, 1)), jnp.array([[0., 1.]])
+    >>> h_t, w_t = jnp.ones((2, 1)), jnp.array([[1., 0.]])
+    >>> jnp.round(fused_linear_distill(h_s, w_s, h_t, w_t), 4)  # kd: tanh(1/2)
+    Array(0.4621, dtype=float32)
+  """
+  loss = divergences.fused_linear_divergence(
+      student_hidden, student_weight, teacher_hidden, teacher_weight,
+      divergence=divergence, temperature=temperature, beta=beta, where=where,
+      chunk_size=chunk_size, reduction=reduction, normalizer=normalizer,
+      student_bias=student_bias, teacher_bias=teacher_bias)
+  return jnp.square(jax.lax.stop_gradient(temperature)) * loss
 
 
 # ----------------------------------------------------------------------------
