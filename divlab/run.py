@@ -67,6 +67,10 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "$DIVLAB_NUM_PROCESSES).")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's index (default $DIVLAB_PROCESS_ID).")
+_SHARED_TIMEOUT = flags.DEFINE_float(
+    "shared_workdir_timeout", 30.0,
+    "Multi-process: seconds every process waits to see the marker process 0 "
+    "writes into the workdir before the run is refused as not shared.")
 
 # Keys every trainer reads, with the smallest value each may take.
 REQUIRED_KEYS = {"experiment": None, "seed": 0, "data.name": None,
@@ -250,13 +254,15 @@ def _agree(error: Optional[BaseException]) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
-        allow_config_change: bool = False):
+        allow_config_change: bool = False, shared_workdir_timeout_s: float = 30.0):
   """Runs ``experiments.<config.experiment>.run(config, workdir)``.
 
   Args:
     config: the experiment config.
     workdir: the run directory (created).
     allow_config_change: resume a workdir whose ``config.json`` differs.
+    shared_workdir_timeout_s: multi-process only: how long each process waits
+      to see the marker process 0 writes into ``workdir``.
 
   Returns:
     Whatever the experiment's ``run`` returns (its table rows).
@@ -292,7 +298,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     except UsageError as err:
       error = err
   _agree(error)
-  parallel.check_shared_directory(workdir)
+  parallel.check_shared_directory(workdir, timeout_s=shared_workdir_timeout_s)
   try:
     rows = family.run(config, workdir)
   except ValueError:
@@ -400,7 +406,8 @@ def _main(argv):
         {"auto": None, "yes": True, "no": False}[_DISTRIBUTED.value],
         coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value)
-    run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+        shared_workdir_timeout_s=_SHARED_TIMEOUT.value)
   except (UsageError, ValueError, FloatingPointError, NonFiniteResultsError) as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(EXIT_USAGE if isinstance(err, ValueError)
