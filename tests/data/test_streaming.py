@@ -196,3 +196,55 @@ def test_collate_supervised_matches_load_conversions():
   np.testing.assert_array_equal(batch["y"], [3, 1])
   with pytest.raises(ValueError, match="records"):
     streaming.collate_supervised([{"tokens": np.arange(3)}])
+
+
+def _tfds_decoded(name, data_dir, count):
+  """Records decoded by tfds's own generic decoder: the reference."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  source = tfds.data_source(name, split="train", data_dir=str(data_dir), download=False)
+  return source.__getitems__(list(range(count))), source.dataset_info.features
+
+
+def _assert_same_records(got, want):
+  for a, b in zip(got, want):
+    assert a.keys() == b.keys()
+    for key in a:
+      assert np.asarray(a[key]).dtype == np.asarray(b[key]).dtype, key
+      assert np.shape(a[key]) == np.shape(b[key]), key
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("name", [NAME, "divlab_digits"])
+def test_fast_decoder_matches_tfds_decoder(data_dir, name):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from divlab.data import records  # pylint: disable=g-import-not-at-top
+  data.prepare(name, data_dir=data_dir)
+  want, features = _tfds_decoded(name, data_dir, 50)
+  decoder = records.ExampleDecoder(features)
+  assert decoder.is_fast
+  raw = tfds.data_source(name, split="train", data_dir=str(data_dir), download=False,
+                         deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  _assert_same_records([decoder(r) for r in raw.__getitems__(list(range(50)))], want)
+
+
+def test_fast_decoder_bytes_encoding_and_fallback(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from divlab.data import records  # pylint: disable=g-import-not-at-top
+  fast = tfds.features.FeaturesDict({
+      "blob": tfds.features.Tensor(shape=(2, 3), dtype=np.float32,
+                                   encoding=tfds.features.Encoding.BYTES),
+      "ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+      "flag": tfds.features.Tensor(shape=(), dtype=np.bool_),
+      "label": tfds.features.ClassLabel(num_classes=3)})
+  slow = tfds.features.FeaturesDict({"text": tfds.features.Text(),
+                                     "x": tfds.features.Tensor(shape=(2,), dtype=np.float32)})
+  examples = [(fast, {"blob": np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5,
+                      "ids": np.array([7, -1, 300], np.int32), "flag": True, "label": 2}),
+              (fast, {"blob": np.ones((2, 3), np.float32), "ids": np.zeros(0, np.int32),
+                      "flag": False, "label": 0}),
+              (slow, {"text": "héllo", "x": np.array([0.5, -1.0], np.float32)})]
+  for features, example in examples:
+    serialized = features.serialize_example(example)
+    decoder = records.ExampleDecoder(features)
+    assert decoder.is_fast == (features is fast)
+    _assert_same_records([decoder(serialized)], [features.deserialize_example_np(serialized)])

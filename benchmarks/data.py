@@ -1,0 +1,265 @@
+"""Data loaders side by side: streaming a large split, and feeding the MNIST-1D step.
+
+Part ``stream`` generates a classification dataset of ``--size_gb`` on disk
+(``divlab_bench_records``: ``x`` float32 ``[--features]`` of seeded noise, ``y``
+one of 10 labels, array_record via tfds, written under ``--dir``, outside the
+repository), then reads one full epoch of it with each loader, each in a
+fresh subprocess so that its peak resident memory (``ru_maxrss``) is its own:
+
+  * memory: ``divlab.data.open_split(loader="memory")`` (the whole split read
+    into arrays) + ``Loader``;
+  * grain: ``open_split(loader="grain")`` (a lazy ``TfdsSplit``) +
+    ``GrainLoader`` (threads only, and with ``--workers`` processes).
+
+It prints records/s (end to end, and once the first batch is out), the time to
+the first batch, and peak RSS (absolute, as a share of the dataset size, and
+the import baseline every process pays before reading any record). The
+generated data is deleted at the end unless ``--keep``.
+
+Part ``feed`` trains the MNIST-1D CNN and MLP with the real data-parallel
+step (``divlab.train.parallel.make_train_step``) fed by each loader, and
+reports per step the time blocked waiting for the next batch and the total:
+the grain loader keeps up when its wait is a small fraction of the step.
+
+  python benchmarks/data.py --part stream --dir /tmp/divlab_bench --size_gb 2
+  python benchmarks/data.py --part feed --steps 400
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+NAME = "divlab_bench_records"
+RECORDS_PER_CHUNK = 4096
+
+
+def _builder(num_records: int, features: int, data_dir: str):
+  """The generating builder, defined only where the data is written: readers
+  open the prepared dataset from its files, so they need no class (and grain's
+  worker processes, which re-run this script, define none twice)."""
+
+  class DivlabBenchRecords(tfds.core.GeneratorBasedBuilder):
+    """Seeded noise records (benchmark data only)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    NUM_RECORDS = num_records
+    FEATURES = features
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self,
+          features=tfds.features.FeaturesDict({
+              # One bytes blob per record (not a float list): fast to write and read.
+              "x": tfds.features.Tensor(shape=(self.FEATURES,), dtype=np.float32,
+                                        encoding=tfds.features.Encoding.BYTES),
+              "y": tfds.features.ClassLabel(num_classes=10)}),
+          disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      for start in range(0, self.NUM_RECORDS, RECORDS_PER_CHUNK):
+        rng = np.random.default_rng([0, start])
+        count = min(RECORDS_PER_CHUNK, self.NUM_RECORDS - start)
+        xs = rng.standard_normal((count, self.FEATURES), dtype=np.float32)
+        ys = rng.integers(0, 10, count)
+        for offset in range(count):
+          yield start + offset, {"x": xs[offset], "y": ys[offset]}
+
+  return DivlabBenchRecords(data_dir=data_dir)
+
+
+def _peak_rss_mib() -> dict:
+  own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+  return {"peak_rss_mib": own, "children_peak_rss_mib": children}
+
+
+def _dataset_bytes(data_dir: pathlib.Path) -> int:
+  return sum(p.stat().st_size for p in (data_dir / NAME).rglob("*.array_record*"))
+
+
+def _build(args) -> int:
+  """Generates the dataset (if absent); returns its size on disk in bytes."""
+  record_bytes = 4 * args.features + 16  # float32 payload + proto/label overhead
+  num_records = int(args.size_gb * 2**30 / record_bytes) + 1
+  builder = _builder(num_records, args.features, args.dir)
+  if not builder.is_prepared():
+    start = time.perf_counter()
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    print(f"generated {num_records} records in {time.perf_counter() - start:.0f} s")
+  return _dataset_bytes(pathlib.Path(args.dir))
+
+
+def _stream_worker(args) -> None:
+  """One loader, one process: a full epoch, then timings and peak RSS as JSON."""
+  baseline = _peak_rss_mib()["peak_rss_mib"]
+  from divlab import data  # pylint: disable=g-import-not-at-top
+  baseline = max(baseline, _peak_rss_mib()["peak_rss_mib"])
+  start = time.perf_counter()
+  train = data.open_split(NAME, "train", loader=args.worker, data_dir=args.dir)
+  options = {"num_workers": args.workers} if args.worker == "grain" else {}
+  loader = data.make_loader(train, args.batch, seed=0, **options)
+  num_batches = len(train["y"] if isinstance(train, dict) else train) // args.batch
+  checksum = 0.0
+  batch = next(loader)
+  first = time.perf_counter()
+  for _ in range(num_batches - 1):
+    batch = next(loader)
+    checksum += float(batch["x"][0, 0])  # touch every batch
+  end = time.perf_counter()
+  if hasattr(loader, "close"):
+    loader.close()
+  records = num_batches * args.batch
+  print(json.dumps({
+      "loader": args.worker + (f" ({args.workers} workers)" if args.workers else ""),
+      "records": records, "first_batch_s": first - start,
+      "records_per_s": records / (end - start),
+      "steady_records_per_s": (records - args.batch) / max(end - first, 1e-9),
+      "import_baseline_mib": baseline, "checksum": checksum, **_peak_rss_mib()}))
+
+
+def _stream(args) -> None:
+  made_dir = args.dir is None
+  args.dir = args.dir or tempfile.mkdtemp(prefix="divlab_bench_")
+  try:
+    size = _build(args)
+    print(f"dataset: {size / 2**30:.2f} GiB on disk in {args.dir}")
+    rows = []
+    variants = [("memory", 0), ("grain", 0)] + ([("grain", args.workers)]
+                                                if args.workers else [])
+    for kind, workers in variants:
+      cmd = [sys.executable, __file__, "--worker", kind, "--workers", str(workers),
+             "--dir", args.dir, "--features", str(args.features),
+             "--batch", str(args.batch)]
+      out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+      if out.returncode:
+        raise RuntimeError(f"{kind} failed:\n{out.stderr[-3000:]}")
+      rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"\none epoch of {rows[0]['records']} records, batch {args.batch}, "
+          f"dataset {size / 2**20:.0f} MiB\n")
+    print("| loader | records/s (end to end) | records/s (after 1st batch) | "
+          "1st batch after s | peak RSS MiB | % of dataset | import baseline MiB | "
+          "worker peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+      print(f"| {row['loader']} | {row['records_per_s']:.0f} | "
+            f"{row['steady_records_per_s']:.0f} | {row['first_batch_s']:.1f} | "
+            f"{row['peak_rss_mib']:.0f} | {100 * row['peak_rss_mib'] * 2**20 / size:.1f} | "
+            f"{row['import_baseline_mib']:.0f} | {row['children_peak_rss_mib']:.0f} |")
+  finally:
+    if not args.keep:
+      shutil.rmtree(os.path.join(args.dir, NAME), ignore_errors=True)
+      if made_dir:
+        shutil.rmtree(args.dir, ignore_errors=True)
+
+
+def _feed(args) -> None:
+  """ms per training step fed by each loader, and each loader's rate alone.
+
+  Dispatch is asynchronous, so time blocked in ``next(loader)`` overlaps the
+  previous step's compute; the step is input-bound only when feeding it from
+  a loader makes the step slower than feeding it from memory.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from divlab import data  # pylint: disable=g-import-not-at-top
+  from divlab import models  # pylint: disable=g-import-not-at-top
+  from divlab.losses import softmax_cross_entropy  # pylint: disable=g-import-not-at-top
+  from divlab.train import parallel  # pylint: disable=g-import-not-at-top
+  from divlab.train import trainer  # pylint: disable=g-import-not-at-top
+
+  mesh = parallel.make_mesh()
+  memory = data.open_split("divlab_mnist1d", "train", loader="memory")
+  lazy = data.open_split("divlab_mnist1d", "train", loader="grain")
+  variants = [("memory", memory, 0), ("grain", lazy, 0)]
+  variants += [("grain", lazy, w) for w in args.feed_workers]
+
+  def loader_alone(train, workers):
+    loader = data.make_loader(train, args.batch, seed=1, num_workers=workers)
+    for _ in range(20):
+      next(loader)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      next(loader)
+    elapsed = time.perf_counter() - start
+    if hasattr(loader, "close"):
+      loader.close()
+    return 1e3 * elapsed / args.steps
+
+  alone = {(kind, w): loader_alone(train, w) for kind, train, w in variants}
+  print(f"\nMNIST-1D step fed by each loader: batch {args.batch}, {args.steps} timed "
+        f"steps after 20 warm-up steps, {jax.device_count()} device(s)\n")
+  print("| model | loader | ms/step | step time vs memory-fed | loader alone, ms/batch |")
+  print("|---|---|---:|---:|---:|")
+  for arch in ("cnn1d", "mlp"):
+    model = models.build(arch, 10)
+
+    def loss_fn(params, batch, rng, model=model):
+      del rng
+      logits = model.apply({"params": params}, batch["x"])
+      return softmax_cross_entropy(logits, batch["y"], reduction="mean"), {}
+
+    step = parallel.make_train_step(loss_fn, mesh)
+    tx = optax.adam(1e-3)
+    reference = None
+    for kind, train, workers in variants:
+      params = trainer.init_params(model, data.first_examples(train)["x"], 0)
+      state = trainer.create_state(params, tx, 0, mesh)
+      loader = data.make_loader(train, args.batch, seed=0, num_workers=workers)
+      for index in range(20 + args.steps):
+        if index == 20:
+          jax.block_until_ready(state)
+          start = time.perf_counter()
+        state, _ = step(state, parallel.shard_batch(next(loader), mesh))
+      jax.block_until_ready(state)
+      per_step = 1e3 * (time.perf_counter() - start) / args.steps
+      if hasattr(loader, "close"):
+        loader.close()
+      reference = reference or per_step
+      label = kind + (f" ({workers} workers)" if workers else "")
+      print(f"| {arch} | {label} | {per_step:.2f} | {per_step / reference:.2f}x | "
+            f"{alone[(kind, workers)]:.2f} |")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--part", choices=["stream", "feed"], default="stream")
+  parser.add_argument("--dir", default=None,
+                      help="tfds data dir for the generated data (default: a new temp dir)")
+  parser.add_argument("--size_gb", type=float, default=1.0)
+  parser.add_argument("--features", type=int, default=4096)
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--workers", type=int, default=0,
+                      help="grain worker processes (stream: an extra grain row)")
+  parser.add_argument("--steps", type=int, default=400)
+  parser.add_argument("--feed_workers", type=int, nargs="*", default=[1],
+                      help="feed: extra grain rows with these worker counts")
+  parser.add_argument("--keep", action="store_true", help="keep the generated data")
+  parser.add_argument("--worker", choices=["memory", "grain"], help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    _stream_worker(args)
+  elif args.part == "stream":
+    _stream(args)
+  else:
+    _feed(args)
+
+
+if __name__ == "__main__":
+  main()
