@@ -168,6 +168,11 @@ def fit(*,
     bar.close()
     writer.close()
     checkpointer.close()
+  if jax.process_count() > 1:
+    # Process 0 alone writes metrics.jsonl; an experiment that reads it back
+    # after fit (on any process) must find every line in it.
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("divlab_fit_done")
   return state, final_eval
 
 

@@ -26,7 +26,6 @@ Metrics per group (mean ± std over the groups):
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -149,8 +148,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
                                      metrics=("diverged_frac", "sliced_w", "mmd"))
   metrics_lib.write_results(workdir, rows, title="Diffusion sampling sweep")
   text = plots.results_markdown(rows, config, extras)
-  (workdir / "results.md").write_text(text)
-  (workdir / "timings.json").write_text(json.dumps(timings, indent=2))
+  if metrics_lib.is_writer():
+    (workdir / "results.md").write_text(text)
+  metrics_lib.write_json(workdir / "timings.json", timings, indent=2)
   plots.artifact_curves(rows, config, workdir / "artifacts.png")
   for name, problem in built.items():
     plots.sample_pictures(extras[name]["samples"], problem, config,

@@ -145,7 +145,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
       else:
         summary = _train_students(config, method, regime_arrays, seeds, path,
                                   compiled[method], num_classes, splits["test"])
-        done.write_text(json.dumps(summary))
+        metrics_lib.write_json(done, summary)
       for seed, acc in zip(summary["seeds"], summary["test_acc"]):
         records.append({"regime": regime, "method": method, "seed": seed,
                         "train_examples": int(len(keep)), "test_acc": acc})
@@ -164,9 +164,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
       workdir, rows, title=f"Distillation on {config.data.name}",
       columns=("regime", "method", "label", "train_examples", "test_acc", "gap_to_ce",
                "seeds"), notes=notes)
-  (workdir / "teacher.json").write_text(json.dumps(
+  metrics_lib.write_json(
+      workdir / "teacher.json",
       {"test_acc": teacher_acc, "from": teacher_from,
-       "sinkhorn_plan_marginal_error": marginal_error}))
+       "sinkhorn_plan_marginal_error": marginal_error})
   plots.accuracy_bars(rows, workdir / "results.png", teacher_acc=teacher_acc)
   print(text)
   return rows

@@ -188,7 +188,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
           else:
             summary = _train_one(config, dataset, prepared, method, beta, seed,
                                  path, steps, evaluator["info_plane"])
-            done.write_text(json.dumps(summary, indent=2))
+            metrics_lib.write_json(done, summary, indent=2)
           records.append(_record(dataset, method, beta, seed, summary,
                                  prepared["y_scale"], epsilons))
           bar.update(1)

@@ -165,7 +165,7 @@ def train_base(config: ml_collections.ConfigDict, path: pathlib.Path, model,
   summary = {role: float(_accuracy(outputs["test_logits"][select(members, role)],
                                    splits["test"]["y"]).mean())
              for role in ROLES if len(select(members, role))}
-  done.write_text(json.dumps({"test_accuracy_by_role": summary}))
+  metrics_lib.write_json(done, {"test_accuracy_by_role": summary})
   return {"params": params, **outputs}
 
 
@@ -201,7 +201,7 @@ def fit_removal_effects(config: ml_collections.ConfigDict, path: pathlib.Path,
   np.savez(effects_path, **effects)
   info = {"ridge": ridge, "holdout_mse": {str(k): v for k, v in errors.items()},
           "output_variance": float(outputs.var(0).mean())}
-  done.write_text(json.dumps(info))
+  metrics_lib.write_json(done, info)
   return {"effects": effects, **info}
 
 
@@ -284,7 +284,7 @@ def run_method(config: ml_collections.ConfigDict, path: pathlib.Path, name: str,
   train_logits = ensemble.ensemble_outputs(apply_fn, params, splits["train"]["x"])
   test_logits = ensemble.ensemble_outputs(apply_fn, params, splits["test"]["x"])
   np.savez(logits_path, train_logits=train_logits, test_logits=test_logits)
-  done.write_text(json.dumps(final))
+  metrics_lib.write_json(done, final)
   return train_logits, test_logits
 
 
@@ -580,4 +580,4 @@ def _write_outputs(config, workdir, rows, tradeoffs, klom_values, panels, refere
   np.savez(workdir / "klom_values.npz",
            **{f"{key}/{split}": v for key, splits in klom_values.items()
               for split, v in splits.items()})
-  (workdir / "timings.json").write_text(json.dumps(timings, indent=2))
+  metrics_lib.write_json(workdir / "timings.json", timings, indent=2)

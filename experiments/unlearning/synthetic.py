@@ -300,7 +300,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
           loss_fn=make_loss_fn(method, float(config.beta)), eval_fn=eval_fn,
           progress=bool(config.get("progress", True)),
           desc=f"synthetic {METHOD_LABELS[method]}")
-      done.write_text(json.dumps(final))
+      metrics_lib.write_json(done, final)
     log = [r for r in metrics_lib.read_metrics(run_path) if "forget_kl" in r]
     steps = np.array([0] + [r["step"] for r in log])
     curves = {key: np.array([start[key]] + [r[f"{key}_seeds"] for r in log])
