@@ -19,6 +19,7 @@ DOCTESTED_HERE = [
     "divlab.losses.sequence",
     "divlab.losses.unlearning",
     "divlab.losses.preference",
+    "divlab.losses.policy",
     "divlab.losses.bottleneck",
     "divlab.losses.diffusion",
 ]

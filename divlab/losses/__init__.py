@@ -7,6 +7,7 @@ from divlab.losses.supervised import squared_error
 from divlab.losses import sequence
 from divlab.losses import unlearning
 from divlab.losses import preference
+from divlab.losses import policy
 from divlab.losses import bottleneck
 from divlab.losses import distillation
 from divlab.losses import diffusion
