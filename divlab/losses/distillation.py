@@ -154,6 +154,8 @@ def _hard_plus_soft(student_logits, teacher_logits, labels, soft_fn, *,
   if labels is None and not alpha_is_one:
     raise ValueError("`labels` must be given when `alpha` < 1 (the hard-label "
                      "cross-entropy term has weight 1 - alpha).")
+  if labels is not None:  # checked even when unused, so a wrong batch shows up
+    labels = _check_labels(labels, student, position_mask)
   soft = None
   if not alpha_is_zero:
     soft = soft_fn(student / temperature, teacher / temperature,
@@ -668,7 +670,10 @@ def sinkhorn_kd(student_logits: ArrayLike,
   This is the intended loss: ``P`` is not detached, so the gradient flows
   through both the cost and the plan. (The released GLUE script computes this
   term but never adds it to the objective.) The paper's full objective is
-  ``(1 - a) CE + a KD + b L``; compose it with `kd`.
+  ``(1 - a) CE + a KD + b L``; compose it with `kd`. The released code's KD
+  term is ``-sum p_t log p_s`` with no ``T^2``, while `kd` applies ``T^2``:
+  to keep the official ratio of the two terms, pass ``weight * T^2`` (with
+  the KD temperature ``T``) when adding this to `kd`.
 
   Reference: Cui et al., "Sinkhorn Distance Minimization for Knowledge
   Distillation", LREC-COLING 2024 [code, intended loss; defaults T = 2,
@@ -860,22 +865,27 @@ def listmle(student_logits: ArrayLike,
             teacher_logits: ArrayLike,
             labels: ArrayLike,
             *,
+            normalize: bool = False,
             where: Optional[ArrayLike] = None,
             class_where: Optional[ArrayLike] = None,
             reduction: str = "none") -> jax.Array:
-  """ListMLE on the teacher-optimal ranking: PLD with uniform weights 1.
+  """ListMLE on the teacher-optimal ranking: PLD with uniform weights.
 
-  ``L = sum_k [logsumexp_{l >= k} s_{pi*_l} - s_{pi*_k}] = -log P_PL(pi* | s)``
-  with ``pi*`` as in `pld`. The weights are 1 (not ``1/C``), so the loss is
-  the exact Plackett-Luce negative log-likelihood of the ranking.
+  ``L = w sum_k [logsumexp_{l >= k} s_{pi*_l} - s_{pi*_k}] = -w log P_PL(pi* | s)``
+  with ``pi*`` as in `pld`. With ``normalize=False`` the weight is ``w = 1``,
+  the exact Plackett-Luce negative log-likelihood of the ranking; with
+  ``normalize=True`` it is ``w = 1/C`` (``C`` counting the included classes
+  of the row), the uniform distribution that PLD's ablation puts in place of
+  the teacher's ``softmax(t / tau)``, so the two losses have the same scale.
 
   Reference: Xia et al., "Listwise Approach to Learning to Rank", ICML 2008;
-  the uniform-weight case of PLD [paper].
+  the uniform-weight (``1/C``) case of PLD [paper, ablation].
 
   Args:
     student_logits: ``[..., C]``.
     teacher_logits: ``[..., C]`` (only its ordering is used).
     labels: ``[...]`` integer labels.
+    normalize: weight every position by ``1/C`` (PLD's ablation) instead of 1.
     where: optional ``[...]`` mask of valid positions.
     class_where: optional ``[..., C]`` mask of included classes.
     reduction: see `divlab.losses.reduce_loss`.
@@ -886,10 +896,22 @@ def listmle(student_logits: ArrayLike,
   Example:
     >>> listmle(jnp.zeros((1, 3)), jnp.zeros((1, 3)), jnp.array([0]))  # log 3!
     Array([1.7917595], dtype=float32)
+    >>> listmle(jnp.zeros((1, 3)), jnp.zeros((1, 3)), jnp.array([0]),
+    ...         normalize=True)  # log(3!) / 3
+    Array([0.5972532], dtype=float32)
   """
   student, _, ranking, position_mask = _ranking_inputs(
       student_logits, teacher_logits, labels, where, class_where)
   weights = jnp.ones(student.shape, student.dtype)
+  if normalize:
+    if class_where is None:
+      included = jnp.asarray(student.shape[-1], student.dtype)
+    else:
+      included = jnp.sum(jnp.broadcast_to(jnp.asarray(class_where, bool),
+                                          student.shape), axis=-1, keepdims=True)
+      # A row with no included class adds no term; avoid 1/0 there.
+      included = jnp.maximum(included, 1).astype(student.dtype)
+    weights = weights / included
   return plackett_luce(student, ranking, weights, where=position_mask,
                        class_where=class_where, reduction=reduction)
 

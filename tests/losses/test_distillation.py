@@ -560,6 +560,20 @@ class TestPlackettLuce:
     core = plackett_luce_jit(S, ranking, np.ones(SHAPE))
     np.testing.assert_allclose(listmle_jit(S, T, Y), core, rtol=RTOL, atol=ATOL)
 
+  def test_normalized_listmle_weights_each_position_by_one_over_included_classes(self):
+    # PLD's ablation: alpha_k = 1/C, C counting the row's included classes.
+    ranking = np_ranking(T, Y)
+    want = np_pl_loss(S, ranking, np.full(SHAPE, 1.0 / SHAPE[-1]))
+    np.testing.assert_allclose(dl_kd.listmle(S, T, Y, normalize=True), want,
+                               rtol=RTOL, atol=ATOL)
+    class_where = np.array([True, True, False, True, False])
+    y = np.where(class_where[Y], Y, 0)
+    kept = np.flatnonzero(class_where)
+    want = np_pl_loss(S[..., kept], np_ranking(T[..., kept], np.searchsorted(kept, y)),
+                      np.full(SHAPE[:-1] + (len(kept),), 1.0 / len(kept)))
+    got = dl_kd.listmle(S, T, y, normalize=True, class_where=class_where)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
   def test_listmle_is_plackett_luce_negative_log_likelihood(self):
     # -log prod_k exp(s_{pi_k}) / sum_{l >= k} exp(s_{pi_l}), as a product.
     ranking = np_ranking(T, Y)
