@@ -441,12 +441,18 @@ def _token_masks(chosen_where, rejected_where, chosen_tokens, rejected_tokens):
           _checks.broadcast_mask(rejected_where, rejected_shape, "rejected_where"))
 
 
-def _pair_mask(where, chosen_tokens, rejected_tokens) -> Optional[jax.Array]:
-  pair_shape = jnp.shape(chosen_tokens)[:-1]
-  if jnp.shape(rejected_tokens)[:-1] != pair_shape:
-    raise ValueError("`chosen_tokens` and `rejected_tokens` must share their pair "
-                     f"axes, got {jnp.shape(chosen_tokens)} and "
-                     f"{jnp.shape(rejected_tokens)}.")
+def _pair_shape(chosen_tokens, rejected_tokens) -> tuple[int, ...]:
+  """The pair axes: chosen and rejected ones broadcast against each other."""
+  try:
+    return jnp.broadcast_shapes(jnp.shape(chosen_tokens)[:-1],
+                                jnp.shape(rejected_tokens)[:-1])
+  except ValueError:
+    raise ValueError("the pair axes of `chosen_tokens` and `rejected_tokens` must "
+                     f"broadcast, got {jnp.shape(chosen_tokens)} and "
+                     f"{jnp.shape(rejected_tokens)}.") from None
+
+
+def _pair_mask(where, pair_shape) -> Optional[jax.Array]:
   return _checks.broadcast_mask(where, pair_shape, "where")
 
 
@@ -482,7 +488,9 @@ def tdpo(chosen_logits: ArrayLike,
 
   Args:
     chosen_logits: ``[..., T, V]`` policy next-token logits aligned with
-      ``chosen_tokens`` (already shifted for a causal LM).
+      ``chosen_tokens`` (already shifted for a causal LM). The chosen and
+      rejected pair axes ``[...]`` broadcast against each other (e.g.
+      ``[N, 1]`` and ``[1, N]`` score every ordered pair of N completions).
     rejected_logits: ``[..., T', V]`` policy logits for the rejected completion.
     ref_chosen_logits: ``[..., T, V]`` reference logits (constants).
     ref_rejected_logits: ``[..., T', V]`` reference logits (constants).
@@ -509,7 +517,8 @@ def tdpo(chosen_logits: ArrayLike,
     raise ValueError(f"`variant` must be 1 or 2, got {variant!r}.")
   _checks.check_positive(beta, "beta")
   _checks.check_positive(alpha, "alpha")
-  pair_mask = _pair_mask(where, chosen_tokens, rejected_tokens)
+  pair_shape = _pair_shape(chosen_tokens, rejected_tokens)
+  pair_mask = _pair_mask(where, pair_shape)
   chosen_mask, rejected_mask = _token_masks(chosen_where, rejected_where,
                                             chosen_tokens, rejected_tokens)
   chosen_ratio, chosen_kl = _token_statistics(
@@ -524,7 +533,7 @@ def tdpo(chosen_logits: ArrayLike,
     logits = margin - (seq_kl_rejected - seq_kl_chosen)
   else:
     logits = margin - alpha * (seq_kl_rejected - jax.lax.stop_gradient(seq_kl_chosen))
-  values = jax.nn.softplus(-beta * logits)
+  values = jnp.broadcast_to(jax.nn.softplus(-beta * logits), pair_shape)
   if pair_mask is not None:
     values = jnp.where(pair_mask, values, 0)
   return reduce_loss(values, reduction, where=pair_mask, normalizer=normalizer)
@@ -579,7 +588,8 @@ def sparse_po(chosen_logits: ArrayLike,
   HH; lambda 1e-3). Token terms are **sums** over the completion.
 
   Args:
-    chosen_logits: ``[..., T, V]`` policy logits aligned with ``chosen_tokens``.
+    chosen_logits: ``[..., T, V]`` policy logits aligned with ``chosen_tokens``;
+      chosen and rejected pair axes broadcast against each other, as in `tdpo`.
     rejected_logits: ``[..., T', V]`` policy logits for the rejected completion.
     ref_chosen_logits: ``[..., T, V]`` reference logits (constants).
     ref_rejected_logits: ``[..., T', V]`` reference logits (constants).
@@ -618,7 +628,8 @@ def sparse_po(chosen_logits: ArrayLike,
                      "together.")
   if (chosen_kl_mask is None) != (rejected_kl_mask is None):
     raise ValueError("`chosen_kl_mask` and `rejected_kl_mask` must be given together.")
-  pair_mask = _pair_mask(where, chosen_tokens, rejected_tokens)
+  pair_shape = _pair_shape(chosen_tokens, rejected_tokens)
+  pair_mask = _pair_mask(where, pair_shape)
   chosen_mask, rejected_mask = _token_masks(chosen_where, rejected_where,
                                             chosen_tokens, rejected_tokens)
   chosen_ratio, chosen_kl = _token_statistics(
@@ -660,6 +671,7 @@ def sparse_po(chosen_logits: ArrayLike,
   if masks["chosen_kl_mask"] is not None:
     values = values + kl_l1 * (l1(masks["chosen_kl_mask"], chosen_mask)
                                + l1(masks["rejected_kl_mask"], rejected_mask))
+  values = jnp.broadcast_to(values, pair_shape)
   if pair_mask is not None:
     values = jnp.where(pair_mask, values, 0)
   return reduce_loss(values, reduction, where=pair_mask, normalizer=normalizer)

@@ -383,6 +383,23 @@ def test_sparse_po_with_unit_masks_is_tdpo1(token_inputs):
   np.testing.assert_allclose(pref.sparse_po(*token_inputs, beta=0.4), tdpo1, rtol=1e-6)
 
 
+def test_token_losses_broadcast_chosen_against_rejected(token_inputs):
+  # [B, 1] chosen against [1, B] rejected scores all B x B ordered pairs.
+  cw, cl, rcw, rcl, tw, tl = token_inputs
+  outer = pref.tdpo(cw[:, None], cl[None], rcw[:, None], rcl[None], tw[:, None],
+                    tl[None], variant=1)
+  tile = lambda a, axis: np.repeat(np.expand_dims(a, axis), BATCH, axis)
+  explicit = pref.tdpo(tile(cw, 1), tile(cl, 0), tile(rcw, 1), tile(rcl, 0),
+                       tile(tw, 1), tile(tl, 0), variant=1)
+  assert outer.shape == (BATCH, BATCH)
+  np.testing.assert_allclose(outer, explicit, rtol=1e-6)
+  masks = np.ones((BATCH, LENGTH), np.float32)
+  sparse = pref.sparse_po(cw[:, None], cl[None], rcw[:, None], rcl[None], tw[:, None],
+                          tl[None], chosen_kl_mask=masks[:, None],
+                          rejected_kl_mask=masks[None], kl_l1=0.0, beta=0.1)
+  np.testing.assert_allclose(sparse, explicit, rtol=1e-6)
+
+
 def test_tdpo_variants_agree_in_value_at_alpha_one(token_inputs):
   np.testing.assert_allclose(pref.tdpo(*token_inputs, variant=2, alpha=1.0),
                              pref.tdpo(*token_inputs, variant=1), rtol=1e-6)
@@ -524,6 +541,7 @@ def test_bad_sequence_inputs_name_the_argument(pairs, call, argument):
     (lambda t: pref.tdpo(t[0], t[1], t[2][:, :2], *t[3:]), "ref_chosen_logits"),
     (lambda t: pref.tdpo(*t[:4], t[4].astype(np.float32), t[5]), "chosen_tokens"),
     (lambda t: pref.tdpo(*t[:4], t[4][:, :2], t[5]), "chosen_tokens"),
+    (lambda t: pref.tdpo(t[0][:3], t[1], t[2][:3], t[3], t[4][:3], t[5]), "broadcast"),
     (lambda t: pref.tdpo(*t, chosen_where=np.ones((BATCH, 2), bool)), "chosen_where"),
     (lambda t: pref.sparse_po(*t, chosen_reward_mask=np.ones((BATCH, LENGTH))),
      "rejected_reward_mask"),
