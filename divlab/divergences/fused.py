@@ -90,13 +90,15 @@ def fused_chunk_size(num_tokens: int, vocab_size: int,
 # Per-row divergences and their gradient with respect to the student logits.
 
 
-def _log_softmax_rows(logits: jax.Array) -> jax.Array:
-  """log softmax over the last axis; a row of -inf stays -inf, not NaN."""
+def _softmax_rows(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(log p, p) over the last axis from one exp per entry; -inf rows stay -inf, not NaN."""
   top = jnp.max(logits, axis=-1, keepdims=True)
   top = jnp.where(jnp.isfinite(top), top, 0.0)
   shifted = logits - top
-  total = jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True)
-  return shifted - jnp.log(jnp.where(total > 0, total, 1.0))
+  weights = jnp.exp(shifted)
+  total = jnp.sum(weights, axis=-1, keepdims=True)
+  total = jnp.where(total > 0, total, 1.0)
+  return shifted - jnp.log(total), weights * (1 / total)
 
 
 def _binary_entropy(beta: jax.Array) -> jax.Array:
@@ -118,9 +120,8 @@ def _rows_and_student_grad(divergence: str, teacher_logits: jax.Array,
   Every product with a zero probability is selected away, so -inf logits
   (e.g. from a bias that masks part of the vocabulary) give no NaN.
   """
-  log_p = _log_softmax_rows(teacher_logits)
-  log_q = _log_softmax_rows(student_logits)
-  p, q = jnp.exp(log_p), jnp.exp(log_q)
+  log_p, p = _softmax_rows(teacher_logits)
+  log_q, q = _softmax_rows(student_logits)
   if divergence == "kl":
     values = jnp.sum(jnp.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
     return values, q - p
@@ -129,8 +130,10 @@ def _rows_and_student_grad(divergence: str, teacher_logits: jax.Array,
     grad = jnp.where(q > 0, q * (log_q - log_p - values[:, None]), 0.0)
     return values, grad
   if divergence == "js":
-    # log m = log(beta p + (1 - beta) q), exact where either weight is 0.
-    log_m = jnp.logaddexp(jnp.log(beta) + log_p, jnp.log1p(-beta) + log_q)
+    # log m = log(beta p + (1 - beta) q); the mixture is at least each of its
+    # weighted parts, which repairs a sum of tiny probabilities that underflowed.
+    log_m = jnp.maximum(jnp.log(beta * p + (1 - beta) * q),
+                        jnp.maximum(jnp.log(beta) + log_p, jnp.log1p(-beta) + log_q))
     kl_pm = jnp.sum(jnp.where(p > 0, p * (log_p - log_m), 0.0), axis=-1)
     kl_qm = jnp.sum(jnp.where(q > 0, q * (log_q - log_m), 0.0), axis=-1)
     values = (jnp.where(beta > 0, beta * kl_pm, 0.0)
@@ -159,12 +162,41 @@ def _project(hidden: jax.Array, weight: jax.Array, bias: Optional[jax.Array],
   return logits if bias is None else logits + bias.astype(dtype)
 
 
-def _chunk(divergence, with_grads, params, row_weights, valid, student, teacher):
+_CONTRACT_ROWS = (((0,), (0,)), ((), ()))  # a^T b for a [C, H], b [C, V]
+_CONTRACT_VOCAB = (((1,), (1,)), ((), ()))  # a b^T for a [C, V], b [H, V]
+
+
+def _add_weight_grad(total: Optional[jax.Array], hidden: jax.Array,
+                     grad_logits: jax.Array, dtype) -> jax.Array:
+  """total + hidden^T grad_logits (just the product when `total` is None).
+
+  The running sum is updated one vocabulary block at a time, so the float32
+  product of a chunk never needs a second ``[H, V]`` buffer next to the sum
+  (which would hold as much memory as the sum itself).
+  """
+  if total is None:
+    return jax.lax.dot_general(hidden, grad_logits, _CONTRACT_ROWS,
+                               preferred_element_type=dtype)
+  hidden_size, vocab = total.shape
+  blocks = max(1, -(-hidden_size * vocab * total.dtype.itemsize // _CHUNK_BUDGET_BYTES))
+  width = -(-vocab // blocks)
+  for start in range(0, vocab, width):
+    stop = min(start + width, vocab)
+    product = jax.lax.dot_general(hidden, grad_logits[:, start:stop], _CONTRACT_ROWS,
+                                  preferred_element_type=dtype)
+    block = jax.lax.slice_in_dim(total, start, stop, axis=1) + product
+    total = jax.lax.dynamic_update_slice_in_dim(total, block, start, axis=1)
+  return total
+
+
+def _chunk(divergence, with_grads, params, row_weights, valid, student, teacher,
+           grad_sums=(None, None)):
   """Values (and gradients) of one chunk of rows.
 
   Returns ``values [C]`` and, with `with_grads`, also the gradients of
-  ``sum_i row_weights_i D_i``: ``dh [C, H]`` in the hidden dtype, ``dW [H, V]``
-  and ``db [V]`` (None without a bias) in the compute dtype.
+  ``sum_i row_weights_i D_i``: ``dh [C, H]`` in the hidden dtype, and ``dW
+  [H, V]``, ``db [V]`` (None without a bias) in the compute dtype, added to
+  the running sums `grad_sums` when those are given.
   """
   beta, temperature = params
   h_s, w_s, b_s = student
@@ -185,12 +217,16 @@ def _chunk(divergence, with_grads, params, row_weights, valid, student, teacher)
   # d/dz of D(z / T) is dD/ds / T, with z = h W + b.
   scale = jnp.where(valid, row_weights * inv_t, 0.0)[:, None]
   grad_logits = jnp.where(keep, scale * grad, 0.0)
-  matmul_dtype = jnp.result_type(h_s, w_s)
-  g = grad_logits.astype(matmul_dtype)
-  dh = jnp.dot(g, w_s.T, preferred_element_type=dtype).astype(h_s.dtype)
-  dw = jax.lax.dot_general(h_s, g, (((0,), (0,)), ((), ())),
-                           preferred_element_type=dtype)
-  db = None if b_s is None else jnp.sum(grad_logits, axis=0)
+  # The backward matmuls run in the forward's dtype, like autodiff's would.
+  g = grad_logits.astype(jnp.result_type(h_s, w_s))
+  dh = jax.lax.dot_general(g, w_s, _CONTRACT_VOCAB,
+                           preferred_element_type=dtype).astype(h_s.dtype)
+  dw_sum, db_sum = grad_sums
+  dw = _add_weight_grad(dw_sum, h_s, g, dtype)
+  db = None
+  if b_s is not None:
+    db = jnp.sum(grad_logits, axis=0)
+    db = db if db_sum is None else db_sum + db
   return values, dh, dw, db
 
 
@@ -224,15 +260,13 @@ def _scan_chunks(divergence, rows, with_grads, params, row_weights, valid,
   xs = (_split(row_weights, num_chunks, rows, 0), _split(valid, num_chunks, rows, False),
         _split(h_s, num_chunks, rows, 0), _split(h_t, num_chunks, rows, 0))
 
-  def step(carry, x):
+  def step(grad_sums, x):
     weights_c, valid_c, h_s_c, h_t_c = x
-    out = chunk(weights_c, valid_c, (h_s_c, w_s, b_s), (h_t_c, w_t, b_t))
+    out = chunk(weights_c, valid_c, (h_s_c, w_s, b_s), (h_t_c, w_t, b_t), grad_sums)
     if not with_grads:
-      return carry, out
+      return grad_sums, out
     values, dh, dw, db = out
-    dw_sum, db_sum = carry
-    carry = (dw_sum + dw, None if db is None else db_sum + db)
-    return carry, (values, dh)
+    return (dw, db), (values, dh)
 
   if not with_grads:
     _, values = jax.lax.scan(step, None, xs)
