@@ -5,6 +5,12 @@ a 1-D array is n scalar samples) and returns a scalar that is 0 in population
 exactly when the variables are independent. Distances are Euclidean, taken with
 a square root whose gradient is 0 (not NaN) at coincident points, so every
 function works under `jit`, `vmap` and `grad`.
+
+Bad inputs: too few samples, unpaired samples and a non-scalar, non-positive
+or infinite bandwidth or constant raise a ValueError naming the argument. A NaN
+or infinite sample gives NaN (value and gradient), not a plausible number (a
+NaN distance would otherwise pass the zero-distance guard of the square root as
+a 0); so does, under `jit`, a traced bandwidth or `c` outside (0, inf).
 """
 from __future__ import annotations
 
@@ -13,11 +19,10 @@ from typing import Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from divlab import _checks
-# Package-internal sample helpers, shared with the kernel estimators.
+from divlab.divergences import _samples
+# Package-internal kernel helpers, shared with the kernel estimators.
 from divlab.divergences.kernel import (  # pylint: disable=g-multiple-import
-    _check_min_count, _check_same_count, _default_bandwidth, _float_samples,
-    _gaussian_log_kernel, _pairwise_sq_dist, _safe_sqrt)
+    _default_bandwidth, _gaussian_log_kernel, _pairwise_sq_dist, _safe_sqrt)
 
 __all__ = [
     "distance_covariance",
@@ -66,10 +71,10 @@ def _inner(a: jax.Array, b: jax.Array, unbiased: bool) -> jax.Array:
 
 
 def _paired(x, y, unbiased: bool, name_x: str = "x", name_y: str = "y"):
-  x = _float_samples(x, name_x)
-  y = _float_samples(y, name_y)
-  _check_same_count(x, y, name_x, name_y)
-  _check_min_count(x, 4 if unbiased else 2, name_x)
+  x = _samples.float_samples(x, name_x)
+  y = _samples.float_samples(y, name_y)
+  _samples.check_same_count(x, y, name_x, name_y)
+  _samples.check_min_count(x, 4 if unbiased else 2, name_x)
   return x, y
 
 
@@ -96,7 +101,7 @@ def distance_covariance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
     unbiased: return the U-statistic instead of the V-statistic.
 
   Returns:
-    Scalar squared distance covariance.
+    Scalar squared distance covariance; NaN for a NaN or infinite sample.
 
   Example:
     >>> x = jnp.array([0., 1., 2.])
@@ -104,8 +109,9 @@ def distance_covariance(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
     0.9877
   """
   x, y = _paired(x, y, unbiased)
-  return _inner(_centred_distances(x, unbiased), _centred_distances(y, unbiased),
-                unbiased)
+  covariance = _inner(_centred_distances(x, unbiased),
+                      _centred_distances(y, unbiased), unbiased)
+  return _samples.nan_unless(covariance, _samples.all_finite(x, y))
 
 
 def distance_correlation(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -129,7 +135,7 @@ def distance_correlation(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
     unbiased: use U-statistics (n >= 4) instead of V-statistics.
 
   Returns:
-    Scalar squared distance correlation.
+    Scalar squared distance correlation; NaN for a NaN or infinite sample.
 
   Example:
     >>> x = jnp.array([0., 1., 3.])
@@ -142,7 +148,8 @@ def distance_correlation(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   variance_product = _inner(a, a, unbiased) * _inner(b, b, unbiased)
   positive = variance_product > 0
   denominator = jnp.sqrt(jnp.where(positive, variance_product, 1.0))
-  return jnp.where(positive, _inner(a, b, unbiased) / denominator, 0.0)
+  correlation = jnp.where(positive, _inner(a, b, unbiased) / denominator, 0.0)
+  return _samples.nan_unless(correlation, _samples.all_finite(x, y))
 
 
 def jdcov(xs: Sequence[jax.typing.ArrayLike], *, unbiased: bool = True,
@@ -174,10 +181,12 @@ def jdcov(xs: Sequence[jax.typing.ArrayLike], *, unbiased: bool = True,
   Args:
     xs: a sequence of d >= 2 sample arrays, each `[n, p_m]` (or `[n]`), paired.
     unbiased: U-statistic (default, as in the fairness code) or V-statistic.
-    c: the positive constant c weighting lower-order dependence (default 1).
+    c: the positive, finite constant c weighting lower-order dependence
+      (default 1).
 
   Returns:
-    Scalar squared joint distance covariance.
+    Scalar squared joint distance covariance; NaN for a NaN or infinite
+    sample, and for a traced `c` outside (0, inf) under `jit`.
 
   Example:
     >>> x = jnp.array([0., 1., 2.])
@@ -188,11 +197,12 @@ def jdcov(xs: Sequence[jax.typing.ArrayLike], *, unbiased: bool = True,
     raise ValueError(
         "`xs` must be a list or tuple of at least two sample arrays (an array "
         "is refused rather than split along an axis).")
-  _checks.check_positive(c, "c")
-  samples = [_float_samples(x, f"xs[{m}]") for m, x in enumerate(xs)]
+  _samples.check_positive_finite(c, "c")
+  samples = [_samples.float_samples(x, f"xs[{m}]") for m, x in enumerate(xs)]
   for m, x in enumerate(samples[1:], start=1):
-    _check_same_count(samples[0], x, "xs[0]", f"xs[{m}]")
-  _check_min_count(samples[0], 4 if unbiased else 2, "xs[0]")
+    _samples.check_same_count(samples[0], x, "xs[0]", f"xs[{m}]")
+  _samples.check_min_count(samples[0], 4 if unbiased else 2, "xs[0]")
+  ok = _samples.all_finite(*samples) & _samples.positive_finite(c)
   n = samples[0].shape[0]
   # excess = prod_m (U_m + c) - c^k, accumulated over k without ever forming
   # the product: excess_k = excess_{k-1} (U_k + c) + c^(k-1) U_k. Subtracting
@@ -202,9 +212,8 @@ def jdcov(xs: Sequence[jax.typing.ArrayLike], *, unbiased: bool = True,
   for k, x in enumerate(samples):
     u = -_centred_distances(x, unbiased)
     excess = excess * (u + c) + c ** k * u
-  if unbiased:
-    return jnp.sum(excess) / (n * (n - 3))
-  return jnp.mean(excess)
+  covariance = jnp.sum(excess) / (n * (n - 3)) if unbiased else jnp.mean(excess)
+  return _samples.nan_unless(covariance, ok)
 
 
 def ccdcov(yhat: jax.typing.ArrayLike,
@@ -226,7 +235,7 @@ def ccdcov(yhat: jax.typing.ArrayLike,
     unbiased: U-statistic (default, n >= 4) or V-statistic.
 
   Returns:
-    Scalar squared distance covariance.
+    Scalar squared distance covariance; NaN for a NaN or infinite sample.
 
   Example:
     >>> yhat = jnp.array([0., 1., 2., 4.]); s = jnp.array([1., 1., 1., 1.])
@@ -236,14 +245,16 @@ def ccdcov(yhat: jax.typing.ArrayLike,
   if isinstance(sensitive, (list, tuple)):
     if not sensitive:
       raise ValueError("`sensitive` must hold at least one array.")
-    parts = [_float_samples(s, f"sensitive[{k}]") for k, s in enumerate(sensitive)]
+    parts = [_samples.float_samples(s, f"sensitive[{k}]")
+             for k, s in enumerate(sensitive)]
     for k, part in enumerate(parts[1:], start=1):
-      _check_same_count(parts[0], part, "sensitive[0]", f"sensitive[{k}]")
+      _samples.check_same_count(parts[0], part, "sensitive[0]", f"sensitive[{k}]")
     dtype = jnp.result_type(*parts)
     sensitive = jnp.concatenate([part.astype(dtype) for part in parts], axis=1)
   yhat, sensitive = _paired(yhat, sensitive, unbiased, "yhat", "sensitive")
-  return _inner(_centred_distances(yhat, unbiased),
-                _centred_distances(sensitive, unbiased), unbiased)
+  covariance = _inner(_centred_distances(yhat, unbiased),
+                      _centred_distances(sensitive, unbiased), unbiased)
+  return _samples.nan_unless(covariance, _samples.all_finite(yhat, sensitive))
 
 
 def hsic(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
@@ -262,13 +273,16 @@ def hsic(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
   Args:
     x: samples `[n, p]` (or `[n]`).
     y: samples `[n, q]` (or `[n]`), paired with x.
-    sigma_x: positive bandwidth on x; default None uses the median heuristic
-      of x (`median_heuristic(x)`, gradient stopped; the mean pairwise distance
-      if that median is 0, 1 for a constant sample), Gretton et al.'s choice.
-    sigma_y: positive bandwidth on y; default None: the same rule on y.
+    sigma_x: positive, finite scalar bandwidth on x; default None uses the
+      median heuristic of x (`median_heuristic(x)`, gradient stopped; the mean
+      pairwise distance if that median is 0, 1 for a constant sample), Gretton
+      et al.'s choice.
+    sigma_y: positive, finite scalar bandwidth on y; default None: the same
+      rule on y.
 
   Returns:
-    Scalar HSIC.
+    Scalar HSIC; NaN for a NaN or infinite sample, and for a traced bandwidth
+    outside (0, inf) under `jit`.
 
   Example:
     >>> x = jnp.array([0., 1., 2.])
@@ -276,13 +290,21 @@ def hsic(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike, *,
     0.0
   """
   x, y = _paired(x, y, unbiased=False)
-  _checks.check_positive(sigma_x, "sigma_x")
-  _checks.check_positive(sigma_y, "sigma_y")
-  sigma_x = _default_bandwidth(x) if sigma_x is None else sigma_x
-  sigma_y = _default_bandwidth(y) if sigma_y is None else sigma_y
+  _samples.check_bandwidth(sigma_x, "sigma_x")
+  _samples.check_bandwidth(sigma_y, "sigma_y")
+  ok = _samples.all_finite(x, y)
+  if sigma_x is None:
+    sigma_x = _default_bandwidth(x)
+  else:
+    ok = ok & _samples.positive_finite(sigma_x)
+  if sigma_y is None:
+    sigma_y = _default_bandwidth(y)
+  else:
+    ok = ok & _samples.positive_finite(sigma_y)
   k = jnp.exp(_gaussian_log_kernel(x, x, sigma_x))
   l = jnp.exp(_gaussian_log_kernel(y, y, sigma_y))
   n = x.shape[0]
   # tr(K H L H) = tr(HKH HLH) = sum_ij (HKH)_ij (HLH)_ij, HKH being K
   # double-centred; centring both makes a constant variable give exactly 0.
-  return jnp.sum(_double_centred(k) * _double_centred(l)) / (n - 1) ** 2
+  value = jnp.sum(_double_centred(k) * _double_centred(l)) / (n - 1) ** 2
+  return _samples.nan_unless(value, ok)

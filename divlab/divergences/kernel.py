@@ -9,6 +9,15 @@ keeps them finite when the bandwidth is small and most kernel values underflow.
 Samples are `[n, d]` arrays; a 1-D array is read as n scalar samples. Every
 function returns a scalar, works under `jit`, `vmap` and `grad`, and computes in
 at least float32.
+
+Bad inputs: an empty sample set, a non-scalar, non-positive or infinite
+bandwidth, and weights that are negative, non-finite, all zero or of the wrong
+shape raise a ValueError naming the argument. What only the data can reveal
+gives NaN (value and gradient) instead of a plausible number: a NaN or infinite
+sample (an infinite sample has no well-defined limit here, since two of them
+are at distance inf - inf), and, under `jit`, a traced bandwidth or weight
+vector outside its domain. The Gram-matrix helpers (`squared_distances`,
+`gaussian_kernel`) are per-entry instead: see their docstrings.
 """
 from __future__ import annotations
 
@@ -18,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from divlab import _checks
+from divlab.divergences import _samples
 
 __all__ = [
     "squared_distances",
@@ -32,48 +41,10 @@ __all__ = [
 ]
 
 
-def _float_samples(x: jax.typing.ArrayLike, name: str) -> jax.Array:
-  """Samples as `[n, d]` in a floating dtype of at least float32 precision."""
-  x = _checks.as_samples(x, name)
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
-def _check_same_dim(x: jax.Array, y: jax.Array, name_x: str, name_y: str) -> None:
-  if x.shape[1] != y.shape[1]:
-    raise ValueError(
-        f"`{name_x}` and `{name_y}` must have the same feature dimension, got "
-        f"{x.shape[1]} and {y.shape[1]}.")
-
-
-def _check_same_count(x: jax.Array, y: jax.Array, name_x: str, name_y: str) -> None:
-  if x.shape[0] != y.shape[0]:
-    raise ValueError(
-        f"`{name_x}` and `{name_y}` must hold paired samples (same n), got "
-        f"{x.shape[0]} and {y.shape[0]}.")
-
-
-def _check_min_count(x: jax.Array, minimum: int, name: str) -> None:
-  if x.shape[0] < minimum:
-    raise ValueError(
-        f"`{name}` needs at least {minimum} samples, got {x.shape[0]}.")
-
-
 def _safe_sqrt(value: jax.Array) -> jax.Array:
   """sqrt that is 0 with a zero (not NaN) gradient where `value` <= 0."""
   positive = value > 0
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, value, 1.0)), 0.0)
-
-
-def _normalised_weights(weights: Optional[jax.typing.ArrayLike], n: int,
-                        dtype, name: str) -> jax.Array:
-  """Sample weights summing to one; uniform when `weights` is None."""
-  if weights is None:
-    return jnp.full((n,), 1.0 / n, dtype)
-  weights = jnp.asarray(weights, dtype)
-  if weights.shape != (n,):
-    raise ValueError(
-        f"`{name}` must have shape ({n},) to match its samples, got {weights.shape}.")
-  return weights / jnp.sum(weights)
 
 
 def _pairwise_sq_dist(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -86,11 +57,13 @@ def squared_distances(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.A
   """Matrix of squared Euclidean distances between two sample sets.
 
   `D_ij = ||x_i - y_j||^2`, computed from differences so that it is exactly 0
-  for coincident points and never negative.
+  for coincident points and never negative. Per entry: an entry that involves
+  a NaN sample is NaN, one between an infinite and a finite sample is inf (the
+  limit), and one between two infinite samples follows IEEE arithmetic.
 
   Args:
-    x: samples `[n, d]` (or `[n]` for scalar samples).
-    y: samples `[m, d]` (or `[m]`).
+    x: samples `[n, d]` (or `[n]` for scalar samples), n >= 1.
+    y: samples `[m, d]` (or `[m]`), m >= 1.
 
   Returns:
     `[n, m]` array of squared distances.
@@ -100,9 +73,9 @@ def squared_distances(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.A
     Array([[9.],
            [4.]], dtype=float32)
   """
-  x = _float_samples(x, "x")
-  y = _float_samples(y, "y")
-  _check_same_dim(x, y, "x", "y")
+  x = _samples.float_samples(x, "x")
+  y = _samples.float_samples(y, "y")
+  _samples.check_same_dim(x, y, "x", "y")
   return _pairwise_sq_dist(x, y)
 
 
@@ -116,23 +89,29 @@ def gaussian_kernel(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
 
   `K_ij = exp(-||x_i - y_j||^2 / (2 sigma^2))`.
 
+  Per entry, like `squared_distances`: an entry that involves a NaN sample is
+  NaN, and one between an infinite and a finite sample is 0 (the limit). A
+  traced `sigma` outside (0, inf) under `jit` makes the whole matrix NaN.
+
   Args:
-    x: samples `[n, d]` (or `[n]`).
-    y: samples `[m, d]` (or `[m]`).
-    sigma: positive bandwidth (scalar).
+    x: samples `[n, d]` (or `[n]`), n >= 1.
+    y: samples `[m, d]` (or `[m]`), m >= 1.
+    sigma: positive, finite scalar bandwidth (array-valued bandwidths are
+      refused: scale the features instead).
 
   Returns:
-    `[n, m]` kernel matrix with entries in (0, 1].
+    `[n, m]` kernel matrix with entries in [0, 1].
 
   Example:
     >>> gaussian_kernel(jnp.array([0.]), jnp.array([0., 2.]), 1.0)
     Array([[1.        , 0.13533528]], dtype=float32)
   """
-  _checks.check_positive(sigma, "sigma")
-  x = _float_samples(x, "x")
-  y = _float_samples(y, "y")
-  _check_same_dim(x, y, "x", "y")
-  return jnp.exp(_gaussian_log_kernel(x, y, sigma))
+  _samples.check_bandwidth(sigma, "sigma")
+  x = _samples.float_samples(x, "x")
+  y = _samples.float_samples(y, "y")
+  _samples.check_same_dim(x, y, "x", "y")
+  return _samples.nan_unless(jnp.exp(_gaussian_log_kernel(x, y, sigma)),
+                             _samples.positive_finite(sigma))
 
 
 def median_heuristic(x: jax.typing.ArrayLike,
@@ -158,17 +137,19 @@ def median_heuristic(x: jax.typing.ArrayLike,
     y: optional second sample `[m, d]` (or `[m]`), pooled with `x`.
 
   Returns:
-    Scalar median distance. The pooled sample needs at least 2 points.
+    Scalar median distance; NaN if any sample is NaN or infinite. The pooled
+    sample needs at least 2 points.
 
   Example:
     >>> median_heuristic(jnp.array([0., 1., 3.]))  # distances 1, 3, 2
     Array(2., dtype=float32)
   """
-  samples = [_float_samples(x, "x")]
+  samples = [_samples.float_samples(x, "x")]
   if y is not None:
-    samples.append(_float_samples(y, "y"))
-    _check_same_dim(samples[0], samples[1], "x", "y")
-  return jnp.median(_pooled_pair_distances(*samples))
+    samples.append(_samples.float_samples(y, "y"))
+    _samples.check_same_dim(samples[0], samples[1], "x", "y")
+  return _samples.nan_unless(jnp.median(_pooled_pair_distances(*samples)),
+                             _samples.all_finite(*samples))
 
 
 def silverman_bandwidth(x: jax.typing.ArrayLike) -> jax.Array:
@@ -188,25 +169,25 @@ def silverman_bandwidth(x: jax.typing.ArrayLike) -> jax.Array:
     x: samples `[n, d]` (or `[n]`), n >= 2.
 
   Returns:
-    Scalar bandwidth.
+    Scalar bandwidth; NaN if any sample is NaN or infinite.
 
   Example:
     >>> silverman_bandwidth(jnp.array([-1., 0., 1.]))  # (4/3)^0.2 3^-0.2 * 1
     Array(0.850283, dtype=float32)
   """
-  x = _float_samples(x, "x")
-  _check_min_count(x, 2, "x")
+  x = _samples.float_samples(x, "x")
+  _samples.check_min_count(x, 2, "x")
   n, d = x.shape
   scale = jnp.sqrt(jnp.mean(jnp.var(x, axis=0, ddof=1)))
   factor = (4.0 / (d + 2.0)) ** (1.0 / (d + 4.0)) * n ** (-1.0 / (d + 4.0))
-  return factor * scale
+  return _samples.nan_unless(factor * scale, _samples.all_finite(x))
 
 
 def _pooled_pair_distances(*samples: jax.Array) -> jax.Array:
   """Euclidean distances over the distinct pairs i < j of the pooled samples."""
   dtype = jnp.result_type(*samples)
   z = jnp.concatenate([s.astype(dtype) for s in samples], axis=0)
-  _check_min_count(z, 2, "x")
+  _samples.check_min_count(z, 2, "x")
   rows, cols = np.triu_indices(z.shape[0], k=1)
   return _safe_sqrt(_pairwise_sq_dist(z, z)[rows, cols])
 
@@ -224,12 +205,12 @@ def _default_bandwidth(*samples: jax.Array) -> jax.Array:
   return jax.lax.stop_gradient(bandwidth)
 
 
-def _bandwidth_or_median(sigma, *samples: jax.Array) -> jax.typing.ArrayLike:
-  """`sigma` itself, or the default median-heuristic bandwidth when None."""
+def _bandwidth_or_default(sigma, name: str, *samples: jax.Array):
+  """(bandwidth, traced validity flag): `sigma`, or the median default when None."""
   if sigma is None:
-    return _default_bandwidth(*samples)
-  _checks.check_positive(sigma, "sigma")
-  return sigma
+    return _default_bandwidth(*samples), jnp.asarray(True)
+  _samples.check_bandwidth(sigma, name)
+  return sigma, _samples.positive_finite(sigma)
 
 
 def _log_weighted_sum(log_k: jax.Array, wx: jax.Array, wy: jax.Array) -> jax.Array:
@@ -258,33 +239,37 @@ def cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   Args:
     x: samples `[n, d]` (or `[n]`).
     y: samples `[m, d]` (or `[m]`).
-    sigma: positive kernel bandwidth; default None uses the median heuristic
-      of the pooled sample (`median_heuristic(x, y)`, gradient stopped; the
-      mean pairwise distance if that median is 0, and 1 for a constant sample).
+    sigma: positive, finite scalar kernel bandwidth; default None uses the
+      median heuristic of the pooled sample (`median_heuristic(x, y)`,
+      gradient stopped; the mean pairwise distance if that median is 0, and 1
+      for a constant sample).
     a: optional non-negative weights `[n]` of the x samples (normalised to sum
-      to one); default uniform.
+      to one; a positive sum is required); default uniform.
     b: optional non-negative weights `[m]` of the y samples; default uniform.
 
   Returns:
-    Scalar divergence (natural log).
+    Scalar divergence (natural log); NaN for a NaN or infinite sample, and for
+    a traced `sigma` or weight vector outside its domain under `jit`.
 
   Example:
     >>> x = jnp.array([[0.], [1.]])
     >>> float(cauchy_schwarz(x, x, 1.0))
     0.0
   """
-  x = _float_samples(x, "x")
-  y = _float_samples(y, "y")
-  _check_same_dim(x, y, "x", "y")
-  sigma = _bandwidth_or_median(sigma, x, y)
+  x = _samples.float_samples(x, "x")
+  y = _samples.float_samples(y, "y")
+  _samples.check_same_dim(x, y, "x", "y")
+  sigma, sigma_ok = _bandwidth_or_default(sigma, "sigma", x, y)
   dtype = jnp.promote_types(x.dtype, y.dtype)
-  wx = _normalised_weights(a, x.shape[0], dtype, "a")
-  wy = _normalised_weights(b, y.shape[0], dtype, "b")
+  wx, wx_ok = _samples.normalised_weights(a, x.shape[0], dtype, "a")
+  wy, wy_ok = _samples.normalised_weights(b, y.shape[0], dtype, "b")
   log_xx = _log_weighted_sum(_gaussian_log_kernel(x, x, sigma), wx, wx)
   log_yy = _log_weighted_sum(_gaussian_log_kernel(y, y, sigma), wy, wy)
   log_xy = _log_weighted_sum(_gaussian_log_kernel(x, y, sigma), wx, wy)
   # >= 0 in exact arithmetic; clip the round-off of nearly identical samples.
-  return jnp.maximum(log_xx + log_yy - 2.0 * log_xy, 0.0)
+  divergence = jnp.maximum(log_xx + log_yy - 2.0 * log_xy, 0.0)
+  ok = _samples.all_finite(x, y) & sigma_ok & wx_ok & wy_ok
+  return _samples.nan_unless(divergence, ok)
 
 
 def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
@@ -319,31 +304,33 @@ def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
     x: conditioning samples `[n, d_x]` (or `[n]`).
     y: targets `[n, d_y]` (or `[n]`), paired with x.
     yhat: predictions `[n, d_y]` (or `[n]`), paired with x.
-    sigma_x: positive bandwidth of the kernel on x; default 1.0 (the paper's
-      training script, on standardised inputs).
-    sigma_y: positive bandwidth of the kernel on y and yhat; default 1.0.
+    sigma_x: positive, finite scalar bandwidth of the kernel on x; default 1.0
+      (the paper's training script, on standardised inputs).
+    sigma_y: positive, finite scalar bandwidth of the kernel on y and yhat;
+      default 1.0.
     denominator: `"squared_sum"` for `d_j = (sum_i K_ji)^2` (the paper) or
       `"sum_of_squares"` for `d_j = sum_i K_ji^2` (the released code).
 
   Returns:
-    Scalar divergence (natural log).
+    Scalar divergence (natural log); NaN for a NaN or infinite sample, and for
+    a traced bandwidth outside (0, inf) under `jit`.
 
   Example:
     >>> x = jnp.array([0., 1., 2.]); y = jnp.array([0., 1., 1.])
     >>> float(conditional_cauchy_schwarz(x, y, y))
     0.0
   """
-  _checks.check_positive(sigma_x, "sigma_x")
-  _checks.check_positive(sigma_y, "sigma_y")
+  _samples.check_bandwidth(sigma_x, "sigma_x")
+  _samples.check_bandwidth(sigma_y, "sigma_y")
   if denominator not in ("squared_sum", "sum_of_squares"):
     raise ValueError("`denominator` must be 'squared_sum' or 'sum_of_squares', "
                      f"got {denominator!r}.")
-  x = _float_samples(x, "x")
-  y = _float_samples(y, "y")
-  yhat = _float_samples(yhat, "yhat")
-  _check_same_count(x, y, "x", "y")
-  _check_same_count(x, yhat, "x", "yhat")
-  _check_same_dim(y, yhat, "y", "yhat")
+  x = _samples.float_samples(x, "x")
+  y = _samples.float_samples(y, "y")
+  yhat = _samples.float_samples(yhat, "yhat")
+  _samples.check_same_count(x, y, "x", "y")
+  _samples.check_same_count(x, yhat, "x", "yhat")
+  _samples.check_same_dim(y, yhat, "y", "yhat")
   # Rows are j (the point whose conditional is evaluated), columns i.
   log_k = _gaussian_log_kernel(x, x, sigma_x)
   log_l1 = _gaussian_log_kernel(y, y, sigma_y)
@@ -357,7 +344,10 @@ def conditional_cauchy_schwarz(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   def log_term(log_l):
     return jax.nn.logsumexp(jax.nn.logsumexp(log_k + log_l, axis=1) - log_d)
 
-  return log_term(log_l1) + log_term(log_l2) - 2.0 * log_term(log_l21)
+  divergence = log_term(log_l1) + log_term(log_l2) - 2.0 * log_term(log_l21)
+  ok = (_samples.all_finite(x, y, yhat) & _samples.positive_finite(sigma_x)
+        & _samples.positive_finite(sigma_y))
+  return _samples.nan_unless(divergence, ok)
 
 
 def _cs_qmi(log_k: jax.Array, log_q: jax.Array) -> jax.Array:
@@ -398,34 +388,39 @@ def cs_mutual_information(x: jax.typing.ArrayLike, t: jax.typing.ArrayLike, *,
   Args:
     x: samples `[n, d_x]` (or `[n]`).
     t: samples `[n, d_t]` (or `[n]`), paired with x.
-    sigma_x: positive bandwidth on x; default 1.0 (the paper's script).
-    sigma_t: positive bandwidth on t; default 1.0.
+    sigma_x: positive, finite scalar bandwidth on x; default 1.0 (the paper's
+      script).
+    sigma_t: positive, finite scalar bandwidth on t; default 1.0.
     normalized: return the normalised form described above.
 
   Returns:
-    Scalar mutual information (>= 0 up to round-off).
+    Scalar mutual information (>= 0 up to round-off); NaN for a NaN or
+    infinite sample, and for a traced bandwidth outside (0, inf) under `jit`.
 
   Example:
     >>> x = jnp.array([0., 1., 3.])
     >>> float(cs_mutual_information(x, x, normalized=True))
     1.0
   """
-  _checks.check_positive(sigma_x, "sigma_x")
-  _checks.check_positive(sigma_t, "sigma_t")
-  x = _float_samples(x, "x")
-  t = _float_samples(t, "t")
-  _check_same_count(x, t, "x", "t")
+  _samples.check_bandwidth(sigma_x, "sigma_x")
+  _samples.check_bandwidth(sigma_t, "sigma_t")
+  x = _samples.float_samples(x, "x")
+  t = _samples.float_samples(t, "t")
+  _samples.check_same_count(x, t, "x", "t")
+  ok = (_samples.all_finite(x, t) & _samples.positive_finite(sigma_x)
+        & _samples.positive_finite(sigma_t))
   log_k = _gaussian_log_kernel(x, x, sigma_x)
   log_q = _gaussian_log_kernel(t, t, sigma_t)
   mutual = _cs_qmi(log_k, log_q)
   if not normalized:
-    return mutual
+    return _samples.nan_unless(mutual, ok)
   # Self-informations are >= 0 in exact arithmetic; clip round-off before sqrt.
   self_x = jnp.maximum(_cs_qmi(log_k, log_k), 0.0)
   self_t = jnp.maximum(_cs_qmi(log_q, log_q), 0.0)
   denominator = _safe_sqrt(self_x * self_t)
   safe_denominator = jnp.where(denominator > 0, denominator, 1.0)
-  return jnp.where(denominator > 0, mutual / safe_denominator, 0.0)
+  normalised = jnp.where(denominator > 0, mutual / safe_denominator, 0.0)
+  return _samples.nan_unless(normalised, ok)
 
 
 def mmd(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
@@ -449,38 +444,43 @@ def mmd(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   Args:
     x: samples `[n, d]` (or `[n]`).
     y: samples `[m, d]` (or `[m]`).
-    sigma: positive bandwidth; default None uses the median heuristic of the
-      pooled sample, with the same fallbacks as in `cauchy_schwarz`.
+    sigma: positive, finite scalar bandwidth; default None uses the median
+      heuristic of the pooled sample, with the same fallbacks as in
+      `cauchy_schwarz`.
     unbiased: return the U-statistic (needs n, m >= 2 and no weights).
-    a: optional non-negative weights `[n]` (normalised); biased form only.
+    a: optional non-negative weights `[n]` with a positive sum (normalised);
+      biased form only.
     b: optional non-negative weights `[m]` (normalised); biased form only.
 
   Returns:
-    Scalar squared MMD.
+    Scalar squared MMD; NaN for a NaN or infinite sample, and for a traced
+    `sigma` or weight vector outside its domain under `jit`.
 
   Example:
     >>> x = jnp.array([0., 1.]); y = jnp.array([0., 1.])
     >>> float(mmd(x, y, 1.0))
     0.0
   """
-  x = _float_samples(x, "x")
-  y = _float_samples(y, "y")
-  _check_same_dim(x, y, "x", "y")
-  sigma = _bandwidth_or_median(sigma, x, y)
+  x = _samples.float_samples(x, "x")
+  y = _samples.float_samples(y, "y")
+  _samples.check_same_dim(x, y, "x", "y")
+  sigma, sigma_ok = _bandwidth_or_default(sigma, "sigma", x, y)
+  ok = _samples.all_finite(x, y) & sigma_ok
   k_xx = jnp.exp(_gaussian_log_kernel(x, x, sigma))
   k_yy = jnp.exp(_gaussian_log_kernel(y, y, sigma))
   k_xy = jnp.exp(_gaussian_log_kernel(x, y, sigma))
   if unbiased:
     if a is not None or b is not None:
       raise ValueError("`a` and `b` (weights) are only supported with unbiased=False.")
-    _check_min_count(x, 2, "x")
-    _check_min_count(y, 2, "y")
+    _samples.check_min_count(x, 2, "x")
+    _samples.check_min_count(y, 2, "y")
     n, m = x.shape[0], y.shape[0]
     within_x = (jnp.sum(k_xx) - jnp.trace(k_xx)) / (n * (n - 1))
     within_y = (jnp.sum(k_yy) - jnp.trace(k_yy)) / (m * (m - 1))
-    return within_x + within_y - 2.0 * jnp.mean(k_xy)
+    return _samples.nan_unless(within_x + within_y - 2.0 * jnp.mean(k_xy), ok)
   dtype = jnp.promote_types(x.dtype, y.dtype)
-  wx = _normalised_weights(a, x.shape[0], dtype, "a")
-  wy = _normalised_weights(b, y.shape[0], dtype, "b")
+  wx, wx_ok = _samples.normalised_weights(a, x.shape[0], dtype, "a")
+  wy, wy_ok = _samples.normalised_weights(b, y.shape[0], dtype, "b")
   # The V-statistic is >= 0 in exact arithmetic; clip round-off below 0.
-  return jnp.maximum(wx @ k_xx @ wx + wy @ k_yy @ wy - 2.0 * wx @ k_xy @ wy, 0.0)
+  squared = jnp.maximum(wx @ k_xx @ wx + wy @ k_yy @ wy - 2.0 * wx @ k_xy @ wy, 0.0)
+  return _samples.nan_unless(squared, ok & wx_ok & wy_ok)
