@@ -29,6 +29,10 @@ def test_gmm_smoke_end_to_end(tmp_path):
   for row in rows:
     assert set(KEYS) <= set(row) and row["seeds"] == config.num_seeds
     assert 0.0 <= row["diverged_frac"] <= 1.0 and np.isfinite(row["sliced_w"])
+    # At w = 15 five steps are far from the 50-step reference (MMD 0.14-0.48,
+    # sliced W 2-9 here); a metric taken between a sample and itself is 0.
+    if row["guidance"] == 15.0:
+      assert row["mmd"] > 0.05 and row["sliced_w"] > 0.5, row
   for name in ("artifacts.png", "samples_gmm2d.png", "samples_gmm16d.png"):
     assert (tmp_path / name).stat().st_size > 0
   assert "NFE 5" in (tmp_path / "results.md").read_text()
@@ -70,3 +74,28 @@ def test_ring_mixture_geometry():
                              [[3, 0], [0, 3], [-3, 0], [0, -3]], atol=1e-5)
   with pytest.raises(ValueError, match="kind"):
     problems.build("x", ml_collections.ConfigDict({"kind": "nope"}), _config("gmm"), None)
+
+
+def _np_mmd(x, y, sigma):
+  """Biased squared MMD, Gaussian kernel exp(-|a - b|^2 / (2 sigma^2)), float64."""
+  def mean_kernel(a, b):
+    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return np.exp(-d2 / (2 * sigma ** 2)).mean()
+  return mean_kernel(x, x) + mean_kernel(y, y) - 2 * mean_kernel(x, y)
+
+
+def test_group_metrics_vanish_on_the_reference_and_grow_with_a_shift():
+  rng = np.random.default_rng(0)
+  reference = rng.normal(size=(2, 48, 2)).astype(np.float32)
+  shifted = reference + np.array([1.5, 0.0], np.float32)
+  key, bandwidth, bound = jax.random.key(0), 1.0, 1e3
+  _, sliced_same, mmd_same = experiment._group_metrics(  # pylint: disable=protected-access
+      jnp.asarray(reference), jnp.asarray(reference), key, bandwidth, bound)
+  np.testing.assert_allclose(mmd_same, 0.0, atol=1e-6)
+  np.testing.assert_allclose(sliced_same, 0.0, atol=1e-5)
+  _, sliced, mmd = experiment._group_metrics(  # pylint: disable=protected-access
+      jnp.asarray(shifted), jnp.asarray(reference), key, bandwidth, bound)
+  want = [_np_mmd(shifted[g].astype(np.float64), reference[g].astype(np.float64), bandwidth)
+          for g in range(2)]
+  np.testing.assert_allclose(mmd, want, rtol=1e-4)
+  assert np.all(np.asarray(mmd) > 0.1) and np.all(np.asarray(sliced) > 0.1)
