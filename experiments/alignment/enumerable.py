@@ -1,31 +1,25 @@
 """Preference optimisation on an enumerable autoregressive policy, exactly.
 
-The setting (one prompt, every completion enumerable):
+The setting (`experiments.alignment.enumerable_policy` holds the policy, the
+exact metrics and the closed forms):
 
-* completions are all ``V^L`` token sequences of length L over a vocabulary of
-  V tokens (default 4^3 = 64);
-* the policy and the reference are tabular autoregressive models: one row of
-  next-token logits per prefix (``1 + V + ... + V^(L-1)`` rows), so any
-  distribution over completions is reachable and every token-level quantity
-  (TDPO's per-token KL, SparsePO's masks) is defined;
+* one prompt; the completions are all ``V^L`` token sequences (default
+  4^3 = 64); policy and reference are tabular autoregressive models;
 * each seed draws a reference (logits ~ N(0, reference_scale^2)) and a
   reward ``r(y) ~ N(0, reward_scale^2)`` per completion;
 * preference pairs are drawn from the reference and labelled by
   Bradley-Terry: ``P(y_w = y, y_l = y') = pi_ref(y) pi_ref(y') sigma(r(y) - r(y'))``
-  for ``y != y'``. Every loss is trained on its **exact expectation** over
-  this pair distribution (a weighted sum over all ``N^2`` ordered pairs), so
-  there is no sampling noise anywhere.
+  for ``y != y'``. Every loss of `divlab.losses.preference` is trained on its
+  **exact expectation** over this pair distribution (a weighted sum over all
+  ``N^2`` ordered pairs), so there is no sampling noise anywhere.
 
-Everything reported is exact by enumeration: expected reward, entropy,
-``KL(pi || pi_ref)``, coverage ``min_y pi(y) / pi_ref(y)``, and TDPO's
-``SeqKL(y) = sum_t KL(pi_ref(.|y_<t) || pi(.|y_<t))`` averaged over the chosen
-and the rejected answers of the pair distribution.
-
-f-DPO's population optimum has a closed form, ``f'(pi / pi_ref) = r / beta + c``
-(Wang et al., 2024, "Beyond Reverse KL"), solved here in float64 by bisection
-on the normaliser; the trained policies are compared with it in total
-variation, and the closed forms over a grid of beta give the coverage-vs-reward
-curves on which "more diverse at matched reward" is checked.
+Reported, exact by enumeration: expected reward, entropy, ``KL(pi || pi_ref)``,
+coverage ``min_y pi(y) / pi_ref(y)``, and TDPO's SeqKL averaged over the chosen
+and the rejected answers. f-DPO's trained policies are compared with the
+closed-form population optimum pi*_f; the closed forms over a grid of beta give
+the coverage-vs-reward curves on which "more diverse at matched reward" is
+checked, and DPO's closed form at a given reward is the reference point for
+TDPO's "lower SeqKL at similar reward".
 
 Training: full-batch Adam on the exact loss, all seeds at once (``vmap``), the
 whole run one ``lax.scan`` per method. The seeds are independent problems
@@ -33,10 +27,6 @@ whole run one ``lax.scan`` per method. The seeds are independent problems
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
-import math
 import pathlib
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -47,9 +37,23 @@ import ml_collections
 import numpy as np
 import optax
 
-from divlab import divergences
 from divlab.losses import preference
 from divlab.train import metrics as metrics_lib
+from experiments.alignment.enumerable_policy import (
+    Task,
+    make_task,
+    token_logits,
+    sequence_log_probs,
+    sequence_probs,
+    table_from_sequence_probs,
+    make_problem,
+    pair_weights,
+    exact_metrics,
+    closed_form_optimum,
+    closed_form_curve,
+    dpo_optimum_at_reward,
+    matched_reward_coverage,
+)
 
 # Rows of the table: name -> (label, group). Reference-based methods need
 # pi_ref; reference-free ones (SimPO, ORPO, MaPO) do not.
@@ -79,218 +83,6 @@ METRIC_NAMES = ("reward", "kl", "kl_half", "entropy", "coverage", "seq_kl_chosen
 # f-DPO rows and the divergence each one trains.
 F_DPO_ROWS = {"f_dpo_reverse_kl": "reverse_kl", "f_dpo_js": "js",
               "f_dpo_alpha": "alpha", "f_dpo_forward_kl": "forward_kl"}
-
-
-# ----------------------------------------------------------------------------
-# The enumerable task.
-# ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """All completions of a length-L, vocabulary-V autoregressive model.
-
-  Attributes:
-    vocab_size: V.
-    length: L.
-    tokens: ``[N, L]`` every completion (N = V^L), in lexicographic order.
-    prefix_index: ``[N, L]`` the row of the logit table that scores token t
-      of each completion (the index of its prefix ``y_<t``).
-    num_prefixes: rows of the logit table, ``sum_{t<L} V^t``.
-  """
-  vocab_size: int
-  length: int
-  tokens: np.ndarray
-  prefix_index: np.ndarray
-  num_prefixes: int
-
-  @property
-  def num_sequences(self) -> int:
-    return int(self.tokens.shape[0])
-
-
-def make_task(vocab_size: int, length: int) -> Task:
-  """Enumerates the completions and indexes their prefixes."""
-  if not 2 <= vocab_size <= 6:
-    raise ValueError(f"`vocab_size` must lie in [2, 6], got {vocab_size}.")
-  if not 1 <= length <= 4:
-    raise ValueError(f"`length` must lie in [1, 4], got {length}.")
-  tokens = np.array(np.meshgrid(*[np.arange(vocab_size)] * length, indexing="ij"))
-  tokens = tokens.reshape(length, -1).T.astype(np.int32)
-  # Prefixes of length t occupy rows [offset_t, offset_t + V^t), in base-V order.
-  offsets = np.cumsum([0] + [vocab_size ** t for t in range(length)])
-  prefix_index = np.zeros_like(tokens)
-  for t in range(length):
-    code = np.zeros(len(tokens), np.int64)
-    for s in range(t):
-      code = code * vocab_size + tokens[:, s]
-    prefix_index[:, t] = offsets[t] + code
-  return Task(vocab_size, length, tokens, prefix_index.astype(np.int32),
-              int(offsets[-1]))
-
-
-def token_logits(table: jax.Array, task: Task) -> jax.Array:
-  """``[N, L, V]`` next-token logits of every completion from a ``[P, V]`` table."""
-  return table[task.prefix_index]
-
-
-def token_log_probs(table: jax.Array, task: Task) -> jax.Array:
-  """``[N, L]`` log-probabilities of each completion's tokens."""
-  log_probs = jax.nn.log_softmax(token_logits(table, task), axis=-1)
-  return jnp.take_along_axis(log_probs, task.tokens[..., None], axis=-1)[..., 0]
-
-
-def sequence_log_probs(table: jax.Array, task: Task) -> jax.Array:
-  """``[N]`` log pi(y) of every completion (they sum to 1 in probability)."""
-  return token_log_probs(table, task).sum(-1)
-
-
-def sequence_probs(table: np.ndarray, task: Task) -> np.ndarray:
-  """``[N]`` pi(y) in float64 numpy (the reference side of every comparison)."""
-  logits = np.asarray(table, np.float64)[task.prefix_index]
-  logits = logits - logits.max(-1, keepdims=True)
-  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  picked = np.take_along_axis(log_probs, task.tokens[..., None], -1)[..., 0]
-  return np.exp(picked.sum(-1))
-
-
-def table_from_sequence_probs(probs: np.ndarray, task: Task) -> np.ndarray:
-  """The ``[P, V]`` logit table of a distribution over completions (float64).
-
-  Row ``prefix`` holds ``log P(prefix, v)``, the log-marginal of the prefix
-  extended by each token, so its softmax is the conditional
-  ``pi(v | prefix)``; the chain rule then gives back ``probs``. Prefixes of
-  probability 0 get uniform rows.
-  """
-  probs = np.asarray(probs, np.float64)
-  table = np.zeros((task.num_prefixes, task.vocab_size))
-  for t in range(task.length):
-    # Marginal of (y_<t, y_t): sum over the completions sharing it.
-    joint = np.zeros((task.num_prefixes, task.vocab_size))
-    np.add.at(joint, (task.prefix_index[:, t], task.tokens[:, t]), probs)
-    rows = np.unique(task.prefix_index[:, t])
-    with np.errstate(divide="ignore"):
-      table[rows] = np.where(joint[rows].sum(-1, keepdims=True) > 0,
-                             np.log(np.maximum(joint[rows], 1e-300)), 0.0)
-  return table
-
-
-def make_problem(seed: int, task: Task, cfg: ml_collections.ConfigDict) -> dict:
-  """One seed's reference table and reward, in float32 numpy."""
-  rng = np.random.default_rng(seed)
-  ref_table = cfg.reference_scale * rng.standard_normal((task.num_prefixes,
-                                                         task.vocab_size))
-  reward = cfg.reward_scale * rng.standard_normal(task.num_sequences)
-  return {"ref_table": ref_table.astype(np.float32), "reward": reward.astype(np.float32)}
-
-
-def pair_weights(ref_logp: jax.Array, reward: jax.Array) -> jax.Array:
-  """``[N, N]`` P(chosen = i, rejected = j) for pairs drawn from the reference.
-
-  Two distinct completions drawn from pi_ref, the first labelled chosen with
-  Bradley-Terry probability ``sigma(r_i - r_j)``; the diagonal (a completion
-  paired with itself carries no preference) is dropped and the rest
-  renormalised.
-  """
-  ref_probs = jnp.exp(ref_logp)
-  weights = (ref_probs[:, None] * ref_probs[None, :]
-             * jax.nn.sigmoid(reward[:, None] - reward[None, :]))
-  weights = weights * (1 - jnp.eye(ref_logp.shape[0], dtype=weights.dtype))
-  return weights / weights.sum()
-
-
-# ----------------------------------------------------------------------------
-# Exact metrics.
-# ----------------------------------------------------------------------------
-
-
-def seq_kl(table: jax.Array, ref_table: jax.Array, task: Task) -> jax.Array:
-  """``[N]`` TDPO's SeqKL(y) = sum_t KL(pi_ref(.|y_<t) || pi(.|y_<t))."""
-  return divergences.kl(token_logits(ref_table, task), token_logits(table, task)).sum(-1)
-
-
-def exact_metrics(table: jax.Array, ref_table: jax.Array, reward: jax.Array,
-                  task: Task) -> dict[str, jax.Array]:
-  """Expected reward, entropy, KL to the reference, coverage and SeqKLs."""
-  logp = sequence_log_probs(table, task)
-  ref_logp = sequence_log_probs(ref_table, task)
-  weights = pair_weights(ref_logp, reward)
-  per_sequence_seq_kl = seq_kl(table, ref_table, task)
-  return {
-      "reward": jnp.sum(jnp.exp(logp) * reward),
-      "entropy": divergences.entropy(logp),
-      "kl": divergences.kl(logp, ref_logp),
-      "coverage": jnp.exp(jnp.min(logp - ref_logp)),
-      "seq_kl_chosen": jnp.sum(weights.sum(1) * per_sequence_seq_kl),
-      "seq_kl_rejected": jnp.sum(weights.sum(0) * per_sequence_seq_kl),
-  }
-
-
-# ----------------------------------------------------------------------------
-# f-DPO's closed-form optimum (float64 numpy: an independent reference).
-# ----------------------------------------------------------------------------
-
-
-def _ratio_given_shift(scaled_reward: np.ndarray, shift: float, divergence: str,
-                       alpha: float) -> np.ndarray:
-  """u = pi / pi_ref solving f'(u) = r / beta + shift (see `closed_form_optimum`)."""
-  s = scaled_reward + shift
-  if divergence == "reverse_kl":  # log u = s
-    return np.exp(s)
-  if divergence == "forward_kl":  # -1/u = s, s < 0
-    return -1.0 / s
-  if divergence == "js":  # log(2u / (1 + u)) = s, s < log 2
-    w = np.exp(s)
-    return w / (2.0 - w)
-  # alpha: -u^(-alpha) / alpha = s, s < 0
-  return (-alpha * s) ** (-1.0 / alpha)
-
-
-def closed_form_optimum(ref_probs: np.ndarray, reward: np.ndarray, beta: float,
-                        divergence: str, alpha: float = 0.5) -> np.ndarray:
-  """pi*_f: the policy with f'(pi / pi_ref) = r / beta + c that sums to 1.
-
-  ``f'`` is f-DPO's ``psi`` up to a constant: ``log u`` (reverse KL), ``-1/u``
-  (forward KL), ``log(2u / (1 + u))`` (JS), ``-u^(-alpha) / alpha`` (alpha).
-  The shift ``c`` is found by bisection (the mass is increasing in ``c``);
-  for forward KL, JS and alpha it must keep ``r / beta + c`` below the pole
-  (0, log 2 and 0).
-  """
-  scaled = np.asarray(reward, np.float64) / beta
-  ref_probs = np.asarray(ref_probs, np.float64)
-  mass = lambda c: float(np.sum(ref_probs * _ratio_given_shift(scaled, c, divergence,
-                                                               alpha)))
-  pole = {"reverse_kl": np.inf, "forward_kl": 0.0, "js": math.log(2.0),
-          "alpha": 0.0}[divergence]
-  if np.isinf(pole):
-    c = -np.log(np.sum(ref_probs * np.exp(scaled - scaled.max()))) - scaled.max()
-    return ref_probs * np.exp(scaled + c)
-  high = pole - scaled.max()  # mass -> inf as c -> high
-  low = high - 1.0
-  while mass(low) > 1.0:
-    low = high - 2.0 * (high - low)
-  for _ in range(200):
-    mid = 0.5 * (low + high)
-    if mid in (low, high):
-      break
-    low, high = (mid, high) if mass(mid) < 1.0 else (low, mid)
-  probs = ref_probs * _ratio_given_shift(scaled, 0.5 * (low + high), divergence, alpha)
-  return probs / probs.sum()
-
-
-def closed_form_curve(ref_probs: np.ndarray, reward: np.ndarray, betas: np.ndarray,
-                      divergence: str, alpha: float = 0.5) -> dict[str, np.ndarray]:
-  """Expected reward, coverage and KL(pi*_f || pi_ref) along a beta grid."""
-  rewards, coverages, kls = [], [], []
-  for beta in betas:
-    probs = closed_form_optimum(ref_probs, reward, float(beta), divergence, alpha)
-    rewards.append(float(np.sum(probs * reward)))
-    coverages.append(float(np.min(probs / ref_probs)))
-    positive = probs > 0
-    kls.append(float(np.sum(probs[positive] * np.log(probs[positive]
-                                                      / ref_probs[positive]))))
-  return {"beta": np.asarray(betas, np.float64), "reward": np.array(rewards),
-          "coverage": np.array(coverages), "kl": np.array(kls)}
 
 
 # ----------------------------------------------------------------------------
@@ -452,28 +244,6 @@ def _stack(members: Sequence[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------
-# Claims.
-# ----------------------------------------------------------------------------
-
-
-def matched_reward_coverage(curves: Mapping[str, Mapping[str, np.ndarray]],
-                            num_levels: int) -> dict[str, np.ndarray]:
-  """Coverage of each divergence's pi*_f at common expected-reward levels.
-
-  The levels span the reward range every curve reaches (excluding the ends);
-  coverage is interpolated linearly in reward along each curve.
-  """
-  low = max(float(c["reward"].min()) for c in curves.values())
-  high = min(float(c["reward"].max()) for c in curves.values())
-  levels = np.linspace(low, high, num_levels + 2)[1:-1]
-  out = {"levels": levels}
-  for name, c in curves.items():
-    order = np.argsort(c["reward"])
-    out[name] = np.interp(levels, c["reward"][order], c["coverage"][order])
-  return out
-
-
-# ----------------------------------------------------------------------------
 # The experiment.
 # ----------------------------------------------------------------------------
 
@@ -613,29 +383,6 @@ def closed_form_check(value_and_grad_fn, divergence: str, alpha: float, problem:
   return {"tv_closed_form": 0.5 * float(np.abs(probs - target).sum()),
           "loss_gap": float(loss_trained - loss_star),
           "grad_norm_at_closed_form": float(jnp.linalg.norm(grad_star["logits"]))}
-
-
-def dpo_optimum_at_reward(problem: dict, reward_level: float, task: Task) -> dict:
-  """Exact metrics of DPO's population optimum whose expected reward is `reward_level`.
-
-  DPO's optimum ``pi_ref exp(r / beta) / Z`` has an expected reward that
-  decreases with beta (from max r to the reference's); beta is found by
-  bisection in log space. Levels outside that range are clipped to it.
-  """
-  ref_probs = sequence_probs(problem["ref_table"], task)
-  reward = np.asarray(problem["reward"], np.float64)
-  expected = lambda log_beta: float(np.sum(
-      closed_form_optimum(ref_probs, reward, math.exp(log_beta), "reverse_kl") * reward))
-  low, high = math.log(1e-3), math.log(1e4)
-  for _ in range(60):
-    mid = 0.5 * (low + high)
-    low, high = (mid, high) if expected(mid) > reward_level else (low, mid)
-  probs = closed_form_optimum(ref_probs, reward, math.exp(0.5 * (low + high)),
-                              "reverse_kl")
-  metrics = exact_metrics(jnp.asarray(table_from_sequence_probs(probs, task), jnp.float32),
-                          jnp.asarray(problem["ref_table"]), jnp.asarray(problem["reward"]),
-                          task)
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
 def judge_claims(records: Sequence[dict], matched: Sequence[dict],

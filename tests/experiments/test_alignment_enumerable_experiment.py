@@ -10,17 +10,18 @@ import pytest
 from configs.alignment import enumerable as enumerable_config
 from divlab import run as runner
 from experiments.alignment import enumerable
+from experiments.alignment import enumerable_policy
 
 
 @pytest.fixture(scope="module")
 def task():
-  return enumerable.make_task(3, 3)
+  return enumerable_policy.make_task(3, 3)
 
 
 @pytest.fixture(scope="module")
 def problem(task):
   config = enumerable_config.get_config("smoke")
-  return enumerable.make_problem(7, task, config.task)
+  return enumerable_policy.make_problem(7, task, config.task)
 
 
 def np_sequence_probs_by_chain_rule(table, task):
@@ -79,9 +80,9 @@ def test_task_enumerates_every_completion_and_its_prefixes(task, problem):
     assert len(set(rows.values())) == len(prefixes)
   probs = np_sequence_probs_by_chain_rule(problem["ref_table"], task)
   assert probs.sum() == pytest.approx(1.0)
-  np.testing.assert_allclose(enumerable.sequence_probs(problem["ref_table"], task),
-                             probs, rtol=1e-12)
-  logp = enumerable.sequence_log_probs(jnp.asarray(problem["ref_table"]), task)
+  np.testing.assert_allclose(
+      enumerable_policy.sequence_probs(problem["ref_table"], task), probs, rtol=1e-12)
+  logp = enumerable_policy.sequence_log_probs(jnp.asarray(problem["ref_table"]), task)
   np.testing.assert_allclose(np.exp(np.asarray(logp, np.float64)), probs, rtol=1e-5)
 
 
@@ -91,15 +92,15 @@ def test_pair_weights_are_the_bradley_terry_pair_distribution(task, problem):
   expected = np.outer(probs, probs) / (1 + np.exp(-(reward[:, None] - reward[None, :])))
   np.fill_diagonal(expected, 0.0)
   expected /= expected.sum()
-  ref_logp = enumerable.sequence_log_probs(jnp.asarray(problem["ref_table"]), task)
-  got = enumerable.pair_weights(ref_logp, jnp.asarray(problem["reward"]))
+  ref_logp = enumerable_policy.sequence_log_probs(jnp.asarray(problem["ref_table"]), task)
+  got = enumerable_policy.pair_weights(ref_logp, jnp.asarray(problem["reward"]))
   np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-5, atol=1e-9)
 
 
 def test_exact_metrics_against_numpy(task, problem):
   rng = np.random.default_rng(3)
   table = np.float32(problem["ref_table"] + rng.normal(0, 0.7, problem["ref_table"].shape))
-  got = jax.device_get(enumerable.exact_metrics(
+  got = jax.device_get(enumerable_policy.exact_metrics(
       jnp.asarray(table), jnp.asarray(problem["ref_table"]),
       jnp.asarray(problem["reward"]), task))
   p = np_sequence_probs_by_chain_rule(table, task)
@@ -126,7 +127,8 @@ def test_exact_metrics_against_numpy(task, problem):
 def test_closed_form_optimum_solves_the_stationarity_condition(task, problem, divergence):
   ref_probs = np_sequence_probs_by_chain_rule(problem["ref_table"], task)
   reward, beta, alpha = np.float64(problem["reward"]), 0.3, 0.4
-  probs = enumerable.closed_form_optimum(ref_probs, reward, beta, divergence, alpha)
+  probs = enumerable_policy.closed_form_optimum(ref_probs, reward, beta, divergence,
+                                                alpha)
   assert probs.sum() == pytest.approx(1.0, abs=1e-12) and np.all(probs > 0)
   u = probs / ref_probs
   f_prime = {"reverse_kl": np.log(u), "forward_kl": -1 / u,
@@ -140,7 +142,7 @@ def test_reverse_kl_closed_form_is_the_gibbs_policy(task, problem):
   reward = np.float64(problem["reward"])
   gibbs = ref_probs * np.exp(reward / 0.5)
   np.testing.assert_allclose(
-      enumerable.closed_form_optimum(ref_probs, reward, 0.5, "reverse_kl"),
+      enumerable_policy.closed_form_optimum(ref_probs, reward, 0.5, "reverse_kl"),
       gibbs / gibbs.sum(), rtol=1e-12)
 
 
@@ -164,10 +166,29 @@ def test_dpo_population_loss_against_numpy(task, problem):
                              rtol=1e-5)
 
 
+def test_table_from_sequence_probs_inverts_the_chain_rule(task):
+  rng = np.random.default_rng(5)
+  probs = rng.dirichlet(np.ones(task.num_sequences))
+  probs[3] = 0.0  # A completion of probability 0 stays at 0.
+  probs /= probs.sum()
+  table = enumerable_policy.table_from_sequence_probs(probs, task)
+  np.testing.assert_allclose(np_sequence_probs_by_chain_rule(table, task), probs,
+                             rtol=1e-10, atol=1e-290)  # zeros are floored at 1e-300
+
+
+def test_dpo_optimum_at_reward_hits_the_reward_level(task, problem):
+  ref_probs = np_sequence_probs_by_chain_rule(problem["ref_table"], task)
+  level = float(np.sum(ref_probs * problem["reward"])) + 0.3
+  metrics = enumerable_policy.dpo_optimum_at_reward(problem, level, task)
+  assert metrics["reward"] == pytest.approx(level, abs=1e-4)
+  assert metrics["kl"] > 0
+
+
 def test_matched_reward_coverage_interpolates_each_curve():
-  curves = {"a": {"reward": np.array([0.0, 1.0, 2.0]), "coverage": np.array([1.0, 0.5, 0.1])},
-            "b": {"reward": np.array([2.5, 1.5, 0.5]), "coverage": np.array([0.0, 0.2, 0.8])}}
-  out = enumerable.matched_reward_coverage(curves, 1)
+  curves = {
+      "a": {"reward": np.array([0.0, 1.0, 2.0]), "coverage": np.array([1.0, 0.5, 0.1])},
+      "b": {"reward": np.array([2.5, 1.5, 0.5]), "coverage": np.array([0.0, 0.2, 0.8])}}
+  out = enumerable_policy.matched_reward_coverage(curves, 1)
   # The common range is [0.5, 2.0]; its one interior level is 1.25.
   np.testing.assert_allclose(out["levels"], [1.25])
   np.testing.assert_allclose(out["a"], [0.4])
@@ -176,6 +197,6 @@ def test_matched_reward_coverage_interpolates_each_curve():
 
 def test_bad_task_sizes_are_refused():
   with pytest.raises(ValueError, match="vocab_size"):
-    enumerable.make_task(7, 2)
+    enumerable_policy.make_task(7, 2)
   with pytest.raises(ValueError, match="length"):
-    enumerable.make_task(3, 5)
+    enumerable_policy.make_task(3, 5)
