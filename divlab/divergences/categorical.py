@@ -9,27 +9,31 @@ Masking: `where` is a boolean (or integer) array broadcastable to the logits.
 A False entry is excluded from both distributions, exactly as if both inputs
 held a `-inf` logit there. A distribution whose entries are all excluded gives 0.
 
-Dtype policy: the computation runs in the promotion of the inputs' dtype with
-float32 (bfloat16/float16/integer inputs are computed in float32, float64
-stays float64) and the result is returned in that compute dtype; gradients come
-back in each input's own dtype.
+Dtype policy: bfloat16/float16/float32 logits are read in their own dtype and
+accumulated in float32 (float64 stays float64); the result is returned in
+that compute dtype, and gradients come back in each input's own dtype.
 
 Numerics: everything is evaluated in log space. Zero probabilities and `-inf`
 logits give finite values with zero gradients when they occur in both inputs;
 logits of magnitude 1e4 are fine. A divergence that is mathematically infinite
-(for KL, P putting mass where Q has none) is returned as `+inf`.
+(for KL, P putting mass where Q has none) is returned as `+inf`. Special
+values are treated alike by every function: a row holding a NaN gives NaN
+(value and gradient); a `+inf` logit is the limit of a growing logit, so a row
+with `+inf` entries is the point mass on them (the values equal those of a
+logit of 1e30, or `+inf` where that limit is infinite); a concrete parameter
+outside its domain raises ValueError, a traced one (under `jit`) gives NaN.
 
-Speed: `entropy`, `cross_entropy`, `kl` (and `reverse_kl`) and `js` use fused
-`jax.custom_vjp` rules. KL reads each input twice in the forward pass (a max,
-then one pass that accumulates both normalisers and the cross term) and once in
-the backward pass, which recomputes the probabilities from the inputs and the
-saved per-row max and log-normaliser rather than storing anything of the
-inputs' size; JS needs one more forward pass for the mixture. The backward
-passes are written on the same per-entry expressions as the forward passes, so
-when both run in one jit (`jax.grad`, `jax.value_and_grad`) XLA evaluates them
-once. These four support reverse mode (`grad`, `vjp`, and forward-over-reverse such as
-`jax.hessian`), not pure forward mode (`jax.jvp`, `jax.jacfwd`) of the function
-itself.
+Speed: `entropy`, `cross_entropy`, `kl` (and `reverse_kl`) and `js` use
+`jax.custom_vjp` rules that keep only per-row statistics (a max and a
+log-normaliser per distribution, O(rows)) and recompute per-entry terms in the
+backward pass. Off the CPU an optimisation barrier stops XLA from sharing
+`[rows, V]` terms between the passes (written to HBM, they cost more than
+recomputing), and on CUDA the forward statistics of KL and JS come from
+one-pass Pallas kernels that read each input once (`_pallas_stats`; last axis,
+no mask). On the CPU the forward takes two fused passes and shares its
+per-entry terms with the backward inside one jit. These four support reverse
+mode (`grad`, `vjp`, and forward-over-reverse such as `jax.hessian`), not pure
+forward mode (`jax.jvp`, `jax.jacfwd`) of the function itself.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from divlab import _checks
+from divlab.divergences import _logspace
 from divlab.divergences import generators as _generators
 
 __all__ = [
@@ -118,6 +123,13 @@ def _check_finite(value: Any, name: str) -> None:
 
 # ----------------------------------------------------------------------------
 # Shared numerics.
+#
+# Special values: a NaN anywhere in a row makes that row's value (and its
+# gradient) NaN; a +inf logit is the limit of a growing logit, so a row with
+# +inf entries is the point mass (uniform over its +inf entries); a row whose
+# entries are all -inf or excluded is empty. `_row_max` keeps NaN and +inf and
+# `_shift` maps x - max to 0 where x equals the max, which gives exactly these
+# limits everywhere below without any per-row branching.
 
 
 def _masked(x: jax.Array, mask: Optional[jax.Array], dtype) -> jax.Array:
@@ -126,18 +138,35 @@ def _masked(x: jax.Array, mask: Optional[jax.Array], dtype) -> jax.Array:
 
 
 def _row_max(x: jax.Array, axis: int) -> jax.Array:
-  """Max over `axis` (kept), 0 for rows that are entirely -inf."""
+  """Max over `axis` (kept); NaN and +inf stay, an all -inf row gets 0."""
   top = jnp.max(x, axis=axis, keepdims=True)
-  return jnp.where(jnp.isfinite(top), top, 0.0)
+  return jnp.where(top == -jnp.inf, 0.0, top)
+
+
+_shift = _logspace.shift
 
 
 def _safe_log(total: jax.Array) -> jax.Array:
-  """log of a normaliser; an empty row (total 0) gets 0 so nothing turns NaN."""
-  return jnp.log(jnp.where(total > 0, total, 1.0))
+  """log of a normaliser; an empty row (total 0) gets 0, NaN stays NaN."""
+  return jnp.log(jnp.where(total == 0, 1.0, total))
 
 
 def _nonzero_or_one(total: jax.Array) -> jax.Array:
-  return jnp.where(total > 0, total, 1.0)
+  return jnp.where(total == 0, 1.0, total)
+
+
+def _nan_rows(value: jax.Array, *tops: jax.Array, axis: int) -> jax.Array:
+  """NaN where any of the per-row maxima is NaN (a NaN input in that row)."""
+  bad = functools.reduce(jnp.logical_or, [jnp.isnan(jnp.squeeze(t, axis)) for t in tops])
+  return jnp.where(bad, jnp.nan, value)
+
+
+def _log_softmax_with_top(x: jax.Array, mask: Optional[jax.Array], axis: int, dtype):
+  """(log p, row max); autodiff-friendly, the max carries no gradient."""
+  x = _masked(x, mask, dtype)
+  top = jax.lax.stop_gradient(_row_max(x, axis))
+  shifted = _shift(x, top)
+  return shifted - _safe_log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True)), top
 
 
 def masked_log_softmax(logits: ArrayLike, *, axis: int = -1,
@@ -145,8 +174,10 @@ def masked_log_softmax(logits: ArrayLike, *, axis: int = -1,
   """Log-softmax over `axis` with excluded entries set to `-inf`.
 
   log p_i = x_i - log sum_{j in where} exp(x_j) for included i, -inf otherwise.
-  A row with every entry excluded (or every logit -inf) is all -inf, not NaN.
-  Gradients are finite everywhere and zero at excluded entries.
+  A row with every entry excluded (or every logit -inf) is all -inf, not NaN;
+  a row with +inf logits is the point mass on them (log p = -log k on its k
+  +inf entries); a row holding a NaN is all NaN. Gradients are finite
+  everywhere and zero at excluded entries.
 
   Args:
     logits: `[..., n, ...]` real logits.
@@ -163,38 +194,16 @@ def masked_log_softmax(logits: ArrayLike, *, axis: int = -1,
     [0.5, 0.5, 0.0]
   """
   (x,), axis, mask, dtype = _prepare({"logits": logits}, axis, where)
-  x = _masked(x, mask, dtype)
-  shifted = x - jax.lax.stop_gradient(_row_max(x, axis))
-  return shifted - _safe_log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
-
-
-def _normalise(x: jax.Array, mask: Optional[jax.Array], axis: int, dtype,
-               with_sum: bool = True):
-  """(shifted logits, row max, log-normaliser): log p = shifted - log_z.
-
-  The max is kept apart from log_z: folding both into one log-sum-exp would
-  round away ~1e-4 of log p at logits of magnitude 1e4 in float32. The two
-  per-row statistics are what the custom VJPs save for the backward pass.
-  """
-  x = _masked(x, mask, dtype)
-  top = _row_max(x, axis)
-  shifted = x - top
-  if not with_sum:
-    return shifted, top, None
-  return shifted, top, _safe_log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
-
-
-def _log_probs_from_stats(x, mask, top, log_z):
-  """Recomputes log p from the logits and saved row statistics (one pass)."""
-  return (_masked(x, mask, top.dtype) - top) - log_z
+  return _log_softmax_with_top(x, mask, axis, dtype)[0]
 
 
 def _pair_log_probs(p_logits, q_logits, axis, where):
-  (p, q), axis, mask, _ = _prepare({"p_logits": p_logits, "q_logits": q_logits},
-                                   axis, where)
-  lp = masked_log_softmax(p, axis=axis, where=mask)
-  lq = masked_log_softmax(q, axis=axis, where=mask)
-  return lp, lq, axis
+  """(log p, log q, axis, finish): `finish(value)` makes NaN rows NaN."""
+  (p, q), axis, mask, dtype = _prepare({"p_logits": p_logits, "q_logits": q_logits},
+                                       axis, where)
+  lp, top_p = _log_softmax_with_top(p, mask, axis, dtype)
+  lq, top_q = _log_softmax_with_top(q, mask, axis, dtype)
+  return lp, lq, axis, lambda value: _nan_rows(value, top_p, top_q, axis=axis)
 
 
 def _cotangent(grad: jax.Array, like: jax.Array) -> jax.Array:
@@ -202,7 +211,124 @@ def _cotangent(grad: jax.Array, like: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------
-# Entropy, cross-entropy, KL: one fused pass after the max, custom VJPs.
+# Per-row statistics of a pair of logit arrays, the forward pass of KL and JS.
+#
+# (top_p, sum_p, top_q, sum_q[, cross]) with sum_p = sum_i exp(shift(p_i)) and
+# cross = sum_i exp(shift(p_i)) (shift(p_i) - shift(q_i)), shift(x) = x - top.
+# Two ways to get them, chosen per backend when the program is lowered:
+#
+# * two passes (XLA, every backend): a max, then one fused pass for the sums.
+#   On the CPU, reductions run as loops over materialised operands, and
+#   sharing the forward's per-entry terms with the backward (same expressions,
+#   one jit) keeps KL at one exp per logit.
+# * one pass (CUDA, last axis, no mask; the branch exists only in a process
+#   with a CUDA backend, so CPU programs do not trace it): Pallas kernels
+#   (`_pallas_stats`)
+#   that read each input once with an online max. On a GPU the budget is HBM
+#   traffic: inputs read once forward and once backward, gradients written
+#   once, nothing of the inputs' size in between. XLA's own variadic
+#   reduction with the same combiner measured slower than two passes on an
+#   H200, so there is no XLA one-pass variant.
+#
+# `_FORWARD` overrides the choice for tests and benchmarks: "two_pass",
+# "pallas", or "pallas_interpret" (the kernel run by the Pallas interpreter on
+# any backend); None picks by backend.
+
+_FORWARD: Optional[str] = None
+
+
+def _with_xla_tangents(kernel_fn, xla_fn):
+  """`kernel_fn` for values, the JVP of `xla_fn` (the same function) for tangents.
+
+  Keeps forward-mode and forward-over-reverse uses (`jax.hessian`) working
+  through a kernel that has no derivative rules of its own.
+  """
+  fn = jax.custom_jvp(kernel_fn)
+  fn.defjvp(lambda primals, tangents: (kernel_fn(*primals),
+                                       jax.jvp(xla_fn, primals, tangents)[1]))
+  return fn
+
+
+def _kernel_stats(p_logits, q_logits, with_cross, interpret):
+  """Row statistics from the one-pass kernel, for the last axis and no mask."""
+  from divlab.divergences import _pallas_stats  # pylint: disable=import-outside-toplevel
+  shape = p_logits.shape
+  flat = [x.reshape(-1, shape[-1]) for x in (p_logits, q_logits)]
+  stats = _pallas_stats.row_stats(*flat, with_cross=with_cross, interpret=interpret)
+  stats = [s.reshape(shape[:-1] + (1,)) for s in stats]
+  top_p, total_p, top_q, total_q = stats[:4]
+  out = (jnp.where(top_p == -jnp.inf, 0.0, top_p), total_p,
+         jnp.where(top_q == -jnp.inf, 0.0, top_q), total_q)
+  if with_cross:
+    # Q empty where P is not: every p_i > 0 meets q_i = 0, so KL is infinite
+    # (the two-pass form gets this from shift(q) = -inf).
+    out += (jnp.where((top_q == -jnp.inf) & (total_p > 0), jnp.inf, stats[4]),)
+  return out
+
+
+def _two_pass_stats(p, q, axis, with_cross):
+  top_p, top_q = _row_max(p, axis), _row_max(q, axis)
+  shifted_p, shifted_q = _shift(p, top_p), _shift(q, top_q)
+  weights_p = jnp.exp(shifted_p)
+  out = (top_p, jnp.sum(weights_p, axis=axis, keepdims=True),
+         top_q, jnp.sum(jnp.exp(shifted_q), axis=axis, keepdims=True))
+  if with_cross:
+    cross = jnp.where(weights_p == 0, 0.0, weights_p * (shifted_p - shifted_q))
+    out += (jnp.sum(cross, axis=axis, keepdims=True),)
+  return out
+
+
+def _pair_stats(p_logits, q_logits, mask, axis, dtype, with_cross):
+  """Row statistics of two raw logit arrays (masked and cast inside)."""
+
+  def two_pass(p_logits, q_logits):
+    return _two_pass_stats(_masked(p_logits, mask, dtype), _masked(q_logits, mask, dtype),
+                           axis, with_cross)
+
+  if _FORWARD == "two_pass" or not _kernel_fits(p_logits, q_logits, mask, axis, dtype):
+    return two_pass(p_logits, q_logits)
+
+  def kernel(p_logits, q_logits, interpret=False):
+    return _with_xla_tangents(
+        lambda p, q: _kernel_stats(p, q, with_cross, interpret), two_pass)(p_logits, q_logits)
+
+  if _FORWARD in ("pallas", "pallas_interpret"):
+    return kernel(p_logits, q_logits, _FORWARD == "pallas_interpret")
+  return jax.lax.platform_dependent(p_logits, q_logits, default=two_pass, cuda=kernel)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_present() -> bool:
+  """Whether this process has a CUDA backend (else the kernel branch is not traced)."""
+  try:
+    return bool(jax.devices("cuda"))
+  except RuntimeError:
+    return False
+
+
+def _kernel_fits(p_logits, q_logits, mask, axis, dtype) -> bool:
+  """The one-pass kernels take the last axis, no mask, one float dtype <= 32 bits."""
+  if _FORWARD is None and not _cuda_present():
+    return False
+  return (mask is None and axis == p_logits.ndim - 1 and dtype == jnp.float32
+          and p_logits.dtype == q_logits.dtype
+          and jnp.issubdtype(p_logits.dtype, jnp.floating))
+
+
+def _fence(*arrays):
+  """Off the CPU, stops XLA from sharing `[..., V]` terms between the passes.
+
+  Without it XLA computes a per-entry term once for the forward reduction and
+  the backward, which on a GPU means writing it to HBM and reading it back: more
+  traffic and memory than recomputing it from the inputs. On the CPU sharing
+  is the cheaper choice.
+  """
+  return jax.lax.platform_dependent(
+      arrays, cpu=lambda xs: xs, default=jax.lax.optimization_barrier)
+
+
+# ----------------------------------------------------------------------------
+# Entropy, cross-entropy, KL: custom VJPs that keep only per-row statistics.
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -214,10 +340,10 @@ def _entropy_fwd(logits, mask, axis):
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
   x = _masked(logits, mask, dtype)
   top = _row_max(x, axis)
-  shifted = x - top
+  shifted = _shift(x, top)
   weights = jnp.exp(shifted)
   total = jnp.sum(weights, axis=axis, keepdims=True)
-  moment = jnp.sum(jnp.where(weights > 0, weights * shifted, 0.0),
+  moment = jnp.sum(jnp.where(weights == 0, 0.0, weights * shifted),
                    axis=axis, keepdims=True)
   log_z = _safe_log(total)
   # Round-off must not make a non-negative quantity negative.
@@ -226,12 +352,11 @@ def _entropy_fwd(logits, mask, axis):
 
 
 def _entropy_bwd(axis, residuals, g):
-  logits, mask, top, log_z, value = residuals
-  dtype = top.dtype
-  log_p = _masked(logits, mask, dtype) - top - log_z
+  logits, mask, top, log_z, value = _fence(*residuals)
+  log_p = _shift(_masked(logits, mask, top.dtype), top) - log_z
   p = jnp.exp(log_p)
   g = jnp.expand_dims(g, axis)
-  grad = -g * jnp.where(p > 0, p * (log_p + value), 0.0)
+  grad = -g * jnp.where(p == 0, 0.0, p * (log_p + value))
   return _cotangent(grad, logits), None
 
 
@@ -267,31 +392,34 @@ def _cross_entropy_core(p_logits, q_logits, mask, axis):
 
 def _cross_entropy_fwd(p_logits, q_logits, mask, axis):
   dtype = jnp.promote_types(jnp.result_type(p_logits, q_logits), jnp.float32)
-  shifted_p, top_p, log_zp = _normalise(p_logits, mask, axis, dtype)
-  shifted_q, top_q, log_zq = _normalise(q_logits, mask, axis, dtype)
-  weights_p = jnp.exp(shifted_p)
+  p, q = _masked(p_logits, mask, dtype), _masked(q_logits, mask, dtype)
+  top_p, top_q = _row_max(p, axis), _row_max(q, axis)
+  shifted_q = _shift(q, top_q)
+  weights_p = jnp.exp(_shift(p, top_p))
   total_p = jnp.sum(weights_p, axis=axis, keepdims=True)
-  cross = jnp.sum(jnp.where(weights_p > 0, weights_p * shifted_q, 0.0),
+  log_zq = _safe_log(jnp.sum(jnp.exp(shifted_q), axis=axis, keepdims=True))
+  cross = jnp.sum(jnp.where(weights_p == 0, 0.0, weights_p * shifted_q),
                   axis=axis, keepdims=True)
   value = jnp.maximum(log_zq - cross / _nonzero_or_one(total_p), 0.0)
-  stats = (top_p, log_zp, top_q, log_zq)
+  stats = (top_p, _safe_log(total_p), top_q, log_zq)
   return jnp.squeeze(value, axis), (p_logits, q_logits, mask, stats, value)
 
 
 def _cross_entropy_bwd(axis, residuals, g):
-  p_logits, q_logits, mask, stats, value = residuals
+  p_logits, q_logits, mask, stats, value = _fence(*residuals)
   log_p, log_q = _recompute_log_probs(p_logits, q_logits, mask, stats)
   p, q = jnp.exp(log_p), jnp.exp(log_q)
   g = jnp.expand_dims(g, axis)
-  grad_p = -g * jnp.where(p > 0, p * (log_q + value), 0.0)
+  grad_p = -g * jnp.where(p == 0, 0.0, p * (log_q + value))
   grad_q = g * (q - p)
   return _cotangent(grad_p, p_logits), _cotangent(grad_q, q_logits), None
 
 
 def _recompute_log_probs(p_logits, q_logits, mask, stats):
   top_p, log_zp, top_q, log_zq = stats
-  return (_log_probs_from_stats(p_logits, mask, top_p, log_zp),
-          _log_probs_from_stats(q_logits, mask, top_q, log_zq))
+  dtype = top_p.dtype
+  return (_shift(_masked(p_logits, mask, dtype), top_p) - log_zp,
+          _shift(_masked(q_logits, mask, dtype), top_q) - log_zq)
 
 
 def cross_entropy(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
@@ -324,45 +452,34 @@ def _kl_core(p_logits, q_logits, mask, axis):
   return _kl_fwd(p_logits, q_logits, mask, axis)[0]
 
 
-def _kl_terms(p_logits, q_logits, mask, top_p, top_q):
-  """exp(shifted p), shifted q and the cross terms e_p (shifted p - shifted q)."""
-  dtype = top_p.dtype
-  shifted_p = _masked(p_logits, mask, dtype) - top_p
-  shifted_q = _masked(q_logits, mask, dtype) - top_q
-  weights_p = jnp.exp(shifted_p)
-  cross = jnp.where(weights_p > 0, weights_p * (shifted_p - shifted_q), 0.0)
-  return weights_p, shifted_q, cross
-
-
 def _kl_fwd(p_logits, q_logits, mask, axis):
   dtype = jnp.promote_types(jnp.result_type(p_logits, q_logits), jnp.float32)
-  _, top_p, _ = _normalise(p_logits, mask, axis, dtype, with_sum=False)
-  _, top_q, log_zq = _normalise(q_logits, mask, axis, dtype)
-  weights_p, _, cross = _kl_terms(p_logits, q_logits, mask, top_p, top_q)
-  total_p = jnp.sum(weights_p, axis=axis, keepdims=True)
-  log_zp = _safe_log(total_p)
-  # KL = E_p[shifted_p - shifted_q] - log Z_p + log Z_q: the expectation needs
-  # only unnormalised weights, so it shares the pass that sums the normalisers.
-  expectation = jnp.sum(cross, axis=axis, keepdims=True) / _nonzero_or_one(total_p)
-  # The cancellation in E_p[.] - log Z_p + log Z_q can leave -1e-8 for P ~ Q.
-  value = jnp.maximum(expectation - log_zp + log_zq, 0.0)
+  top_p, total_p, top_q, total_q, cross = _pair_stats(p_logits, q_logits, mask, axis,
+                                                      dtype, True)
+  log_zp, log_zq = _safe_log(total_p), _safe_log(total_q)
+  # KL = E_p[shift(p) - shift(q)] - log Z_p + log Z_q, and the expectation is
+  # cross / Z_p. The cancellation can leave -1e-8 for P ~ Q.
+  value = jnp.maximum(cross / _nonzero_or_one(total_p) - log_zp + log_zq, 0.0)
+  # A P without mass (every entry -inf or excluded) sums over nothing: 0.
+  value = jnp.where(total_p == 0, 0.0, value)
   stats = (top_p, log_zp, top_q, log_zq)
   return jnp.squeeze(value, axis), (p_logits, q_logits, mask, stats, value)
 
 
 def _kl_bwd(axis, residuals, g):
-  p_logits, q_logits, mask, stats, value = residuals
+  p_logits, q_logits, mask, stats, value = _fence(*residuals)
   top_p, log_zp, top_q, log_zq = stats
-  # Rebuilt from the same expressions as the forward pass, which XLA shares
-  # when both run in one jit: p = e_p / Z_p and
-  # p (log p - log q - KL) = cross / Z_p - p (log Z_p - log Z_q + KL).
-  weights_p, shifted_q, cross = _kl_terms(p_logits, q_logits, mask, top_p, top_q)
-  inv_zp = jnp.exp(-log_zp)
-  p = weights_p * inv_zp
+  dtype = top_p.dtype
+  # Recomputed from the inputs and the per-row statistics:
+  # d KL / d p_logits = p (log p - log q - KL), d KL / d q_logits = q - p.
+  shifted_p = _shift(_masked(p_logits, mask, dtype), top_p)
+  shifted_q = _shift(_masked(q_logits, mask, dtype), top_q)
+  weights_p = jnp.exp(shifted_p)
+  p = weights_p * jnp.exp(-log_zp)
   q = jnp.exp(shifted_q) * jnp.exp(-log_zq)
   g = jnp.expand_dims(g, axis)
-  grad_p = g * jnp.where(weights_p > 0, cross * inv_zp - p * (log_zp - log_zq + value),
-                         0.0)
+  log_ratio = (shifted_p - shifted_q) - (log_zp - log_zq)
+  grad_p = g * jnp.where(weights_p == 0, 0.0, p * (log_ratio - value))
   grad_q = g * (q - p)
   return _cotangent(grad_p, p_logits), _cotangent(grad_q, q_logits), None
 
@@ -422,38 +539,43 @@ def reverse_kl(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
 
 
 # ----------------------------------------------------------------------------
-# Generalised Jensen-Shannon: normalisers, then one pass over the mixture.
-
-
-def _js_stats(p_logits, q_logits, mask, axis, dtype):
-  _, top_p, log_zp = _normalise(p_logits, mask, axis, dtype)
-  _, top_q, log_zq = _normalise(q_logits, mask, axis, dtype)
-  return top_p, log_zp, top_q, log_zq
+# Generalised Jensen-Shannon: row statistics, then one pass over the mixture.
 
 
 def _js_parts(p_logits, q_logits, mask, beta, stats):
-  """p, q and the terms p log(p/m), q log(q/m), in one pass.
-
-  p is formed as exp(shifted) / Z with the same exp as the normalising sum,
-  so inside one jit the forward and backward passes share a single exp per
-  entry and input; the only other transcendental is log m.
-  """
+  """p, q and the terms p log(p/m), q log(q/m), in one pass (see `_logspace`)."""
   top_p, log_zp, top_q, log_zq = stats
   dtype = top_p.dtype
-  shifted_p = _masked(p_logits, mask, dtype) - top_p
-  shifted_q = _masked(q_logits, mask, dtype) - top_q
-  log_p, log_q = shifted_p - log_zp, shifted_q - log_zq
-  p = jnp.exp(shifted_p) * jnp.exp(-log_zp)
-  q = jnp.exp(shifted_q) * jnp.exp(-log_zq)
-  beta = beta.astype(dtype)
-  log_m = jnp.log(beta * p + (1 - beta) * q)
-  # The mixture is at least each weighted component; the bound repairs the
-  # case where tiny weighted probabilities underflow to 0 in the sum.
-  log_m = jnp.maximum(log_m, jnp.maximum(jnp.log(beta) + log_p,
-                                         jnp.log1p(-beta) + log_q))
-  terms_p = jnp.where(p > 0, p * (log_p - log_m), 0.0)
-  terms_q = jnp.where(q > 0, q * (log_q - log_m), 0.0)
-  return p, q, terms_p, terms_q
+  return _logspace.mixture_terms(_masked(p_logits, mask, dtype), _masked(q_logits, mask, dtype),
+                                 top_p, log_zp, top_q, log_zq, beta.astype(dtype))
+
+
+def _mixture_sums(p_logits, q_logits, mask, beta, stats, axis, dtype):
+  """Per-row KL(P || M) and KL(Q || M): one XLA pass, or the kernel on CUDA."""
+
+  def xla(p_logits, q_logits, beta, *stats):
+    _, _, terms_p, terms_q = _js_parts(p_logits, q_logits, mask, beta, stats)
+    return jnp.sum(terms_p, axis=axis), jnp.sum(terms_q, axis=axis)
+
+  args = (p_logits, q_logits, beta) + tuple(stats)
+  if _FORWARD == "two_pass" or not _kernel_fits(p_logits, q_logits, mask, axis, dtype):
+    return xla(*args)
+
+  def kernel(p_logits, q_logits, beta, *stats, interpret=False):
+    # Imported here: Pallas is only needed once a kernel is traced.
+    from divlab.divergences import _pallas_stats  # pylint: disable=import-outside-toplevel
+    shape = p_logits.shape
+    flat = [x.reshape(-1, shape[-1]) for x in (p_logits, q_logits)]
+    flat_stats = [s.reshape(-1) for s in stats]
+    sums = _pallas_stats.mixture_sums(*flat, *flat_stats, beta, interpret=interpret)
+    return tuple(s.reshape(shape[:-1]) for s in sums)
+
+  def kernel_with_tangents(*args, interpret=False):
+    return _with_xla_tangents(functools.partial(kernel, interpret=interpret), xla)(*args)
+
+  if _FORWARD in ("pallas", "pallas_interpret"):
+    return kernel_with_tangents(*args, interpret=_FORWARD == "pallas_interpret")
+  return jax.lax.platform_dependent(*args, default=xla, cuda=kernel_with_tangents)
 
 
 def _xlogx(x: jax.Array) -> jax.Array:
@@ -467,10 +589,10 @@ def _js_core(p_logits, q_logits, mask, beta, axis):
 
 def _js_fwd(p_logits, q_logits, mask, beta, axis):
   dtype = jnp.promote_types(jnp.result_type(p_logits, q_logits), jnp.float32)
-  stats = _js_stats(p_logits, q_logits, mask, axis, dtype)
-  _, _, terms_p, terms_q = _js_parts(p_logits, q_logits, mask, beta, stats)
-  kl_pm = jnp.sum(terms_p, axis=axis)
-  kl_qm = jnp.sum(terms_q, axis=axis)
+  top_p, total_p, top_q, total_q = _pair_stats(p_logits, q_logits, mask, axis, dtype,
+                                                False)
+  stats = (top_p, _safe_log(total_p), top_q, _safe_log(total_q))
+  kl_pm, kl_qm = _mixture_sums(p_logits, q_logits, mask, beta, stats, axis, dtype)
   b = beta.astype(dtype)
   # A zero weight silences its term even when that KL is infinite.
   value = (jnp.where(b > 0, b * kl_pm, 0.0)
@@ -478,18 +600,19 @@ def _js_fwd(p_logits, q_logits, mask, beta, axis):
   # 0 <= JS_beta <= binary entropy of beta (log 2 at beta = 1/2).
   bound = -(_xlogx(b) + _xlogx(1 - b))
   value = jnp.clip(value, 0.0, bound)
+  # A traced beta outside [0, 1] has no divergence: NaN, not a number.
+  value = jnp.where((b >= 0) & (b <= 1), value, jnp.nan)
   return value, (p_logits, q_logits, mask, beta, stats, kl_pm, kl_qm)
 
 
 def _js_bwd(axis, residuals, g):
-  p_logits, q_logits, mask, beta, stats, kl_pm, kl_qm = residuals
+  p_logits, q_logits, mask, beta, stats, kl_pm, kl_qm = _fence(*residuals)
   dtype = kl_pm.dtype
   p, q, terms_p, terms_q = _js_parts(p_logits, q_logits, mask, beta, stats)
   b = beta.astype(dtype)
   g_kept = jnp.expand_dims(g, axis)
   # d JS / d p_logits = beta p (log p - log m - KL(P||M)), symmetric for Q;
-  # d JS / d beta = KL(P||M) - KL(Q||M). Written on the forward's per-entry
-  # terms p log(p/m), so that inside one jit XLA computes them only once.
+  # d JS / d beta = KL(P||M) - KL(Q||M).
   grad_p = g_kept * jnp.where(b > 0, b * (terms_p - p * jnp.expand_dims(kl_pm, axis)),
                               0.0)
   grad_q = g_kept * jnp.where(b < 1, (1 - b) * (terms_q
@@ -516,7 +639,8 @@ def js(p_logits: ArrayLike, q_logits: ArrayLike, *, beta: ArrayLike = 0.5,
   Args:
     p_logits: `[..., n, ...]` logits of P.
     q_logits: logits of Q, same shape.
-    beta: scalar weight of P in the mixture, in [0, 1]; JS_0 = JS_1 = 0.
+    beta: scalar weight of P in the mixture, in [0, 1]; JS_0 = JS_1 = 0. A
+      concrete value outside raises ValueError; a traced one gives NaN.
     axis: the axis holding the categories.
     where: optional boolean mask broadcastable to the logits; False excludes.
 
@@ -569,7 +693,8 @@ def alpha_divergence(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike,
   Args:
     p_logits: `[..., n, ...]` logits of P.
     q_logits: logits of Q, same shape.
-    alpha: finite real scalar (traced values allowed).
+    alpha: finite real scalar (traced values allowed; a traced non-finite
+      value gives NaN).
     axis: the axis holding the categories.
     where: optional boolean mask broadcastable to the logits; False excludes.
 
@@ -586,7 +711,7 @@ def alpha_divergence(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike,
   if _checks.is_concrete_number(alpha) and float(alpha) in (0.0, 1.0):
     divergence = kl if float(alpha) == 1.0 else reverse_kl
     return divergence(p_logits, q_logits, axis=axis, where=where)
-  log_p, log_q, axis = _pair_log_probs(p_logits, q_logits, axis, where)
+  log_p, log_q, axis, finish = _pair_log_probs(p_logits, q_logits, axis, where)
   a = jnp.asarray(alpha, log_p.dtype)
 
   def near_one(a):
@@ -595,7 +720,9 @@ def alpha_divergence(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike,
   def near_zero(a):
     return -_expansion_sum(log_q, log_p, a, axis) / (1 - a)
 
-  return _branch(a >= 0.5, near_one, near_zero, a)
+  value = _branch(a >= 0.5, near_one, near_zero, a)
+  # A traced non-finite alpha has no divergence: NaN, not a number.
+  return finish(jnp.where(jnp.isfinite(a), value, jnp.nan))
 
 
 def renyi(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike, *,
@@ -611,7 +738,8 @@ def renyi(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike, *,
   Args:
     p_logits: `[..., n, ...]` logits of P.
     q_logits: logits of Q, same shape.
-    alpha: positive finite scalar order (traced values allowed).
+    alpha: positive finite scalar order (traced values allowed; a traced value
+      that is not positive and finite gives NaN).
     axis: the axis holding the categories.
     where: optional boolean mask broadcastable to the logits; False excludes.
 
@@ -628,7 +756,7 @@ def renyi(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike, *,
   _checks.check_positive(alpha, "alpha")
   if _checks.is_concrete_number(alpha) and float(alpha) == 1.0:
     return kl(p_logits, q_logits, axis=axis, where=where)
-  log_p, log_q, axis = _pair_log_probs(p_logits, q_logits, axis, where)
+  log_p, log_q, axis, finish = _pair_log_probs(p_logits, q_logits, axis, where)
   a = jnp.asarray(alpha, log_p.dtype)
 
   def near_one(a):
@@ -650,7 +778,9 @@ def renyi(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike, *,
     empty = jnp.all(~has_p, axis=axis)
     return jnp.where(empty, 0.0, jnp.where(empty, 0.0, log_sum) / (a - 1))
 
-  return _branch((a >= 0.5) & (a <= 2.0), near_one, direct, a)
+  value = _branch((a >= 0.5) & (a <= 2.0), near_one, direct, a)
+  # A traced alpha outside (0, inf) has no Renyi divergence: NaN, not a number.
+  return finish(jnp.where((a > 0) & jnp.isfinite(a), value, jnp.nan))
 
 
 # ----------------------------------------------------------------------------
@@ -677,8 +807,8 @@ def total_variation(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
     >>> round(float(total_variation(jnp.zeros(2), jnp.array([0., jnp.log(3.)]))), 4)
     0.25
   """
-  log_p, log_q, axis = _pair_log_probs(p_logits, q_logits, axis, where)
-  return 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), axis=axis)
+  log_p, log_q, axis, finish = _pair_log_probs(p_logits, q_logits, axis, where)
+  return finish(0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), axis=axis))
 
 
 def squared_hellinger(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
@@ -704,8 +834,9 @@ def squared_hellinger(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -
     >>> round(float(squared_hellinger(p, q)), 4)  # disjoint supports
     2.0
   """
-  log_p, log_q, axis = _pair_log_probs(p_logits, q_logits, axis, where)
-  return jnp.sum(jnp.square(jnp.exp(0.5 * log_p) - jnp.exp(0.5 * log_q)), axis=axis)
+  log_p, log_q, axis, finish = _pair_log_probs(p_logits, q_logits, axis, where)
+  return finish(jnp.sum(jnp.square(jnp.exp(0.5 * log_p) - jnp.exp(0.5 * log_q)),
+                        axis=axis))
 
 
 def chi_squared(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
@@ -730,7 +861,7 @@ def chi_squared(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
     >>> round(float(chi_squared(jnp.zeros(2), jnp.array([0., jnp.log(3.)]))), 4)
     0.3333
   """
-  log_p, log_q, axis = _pair_log_probs(p_logits, q_logits, axis, where)
+  log_p, log_q, axis, finish = _pair_log_probs(p_logits, q_logits, axis, where)
   has_p, has_q = log_p > -jnp.inf, log_q > -jnp.inf
   both = has_p & has_q
   ratio = jnp.where(both, log_p - log_q, 0.0)
@@ -744,7 +875,7 @@ def chi_squared(p_logits: ArrayLike, q_logits: ArrayLike, *, axis: int = -1,
   # p = 0 < q contributes q; q = 0 < p makes the divergence infinite.
   terms = jnp.where(both, terms, jnp.where(has_q, jnp.exp(log_q), 0.0))
   terms = jnp.where(has_p & ~has_q, jnp.inf, terms)
-  return jnp.sum(terms, axis=axis)
+  return finish(jnp.sum(terms, axis=axis))
 
 
 def _lone_mass(log_w: jax.Array, lone: jax.Array, limit: float) -> jax.Array:
@@ -791,7 +922,7 @@ def f_divergence(p_logits: ArrayLike, q_logits: ArrayLike,
   if not isinstance(f, _generators.Generator):
     raise ValueError(
         f"`f` must be a divlab.divergences.generators.Generator, got {type(f).__name__}.")
-  log_p, log_q, axis = _pair_log_probs(p_logits, q_logits, axis, where)
+  log_p, log_q, axis, finish = _pair_log_probs(p_logits, q_logits, axis, where)
   has_p, has_q = log_p > -jnp.inf, log_q > -jnp.inf
   both = has_p & has_q
   p, q = jnp.exp(log_p), jnp.exp(log_q)
@@ -806,4 +937,4 @@ def f_divergence(p_logits: ArrayLike, q_logits: ArrayLike,
   only_q = _lone_mass(log_q, has_q & ~has_p, f.f_at_zero)
   only_p = _lone_mass(log_p, has_p & ~has_q, f.dual_at_zero)
   terms = jnp.where(both, terms, only_q + only_p)
-  return jnp.sum(terms, axis=axis)
+  return finish(jnp.sum(terms, axis=axis))
