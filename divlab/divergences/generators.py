@@ -42,6 +42,7 @@ __all__ = [
     "jensen_shannon",
     "amari_alpha",
     "pearson",
+    "chi_square",
     "squared_hellinger",
     "total_variation",
     "jeffreys",
@@ -377,6 +378,36 @@ def pearson() -> Generator:
       "pearson", lambda x: jnp.square(jnp.expm1(x)),
       lambda y: -jnp.expm1(y) * jnp.expm1(-y), 1.0, _INF,
       _pearson_conjugate, _neyman_conjugate)
+
+
+def _chi_square_conjugate(t):
+  # sup_{u >= 0} u t - u^2 + 1: u = t / 2 for t >= 0, the boundary u = 0 below.
+  return jnp.where(t >= 0.0, 1.0 + 0.25 * t * t, 1.0)
+
+
+def _chi_square_dual_conjugate(t):
+  # f_dual(v) = 1/v - v; sup_{v >= 0} v (t + 1) - 1/v is finite only for t <= -1.
+  inside = t <= -1.0
+  return jnp.where(inside, -2.0 * jnp.sqrt(-(1.0 + jnp.where(inside, t, -1.0))), _INF)
+
+
+@functools.lru_cache(maxsize=None)
+def chi_square() -> Generator:
+  """f(u) = u^2 - 1, TensorFlow Probability's `tfp.vi.chi_square` generator.
+
+  D_f = sum_i q_i ((p_i / q_i)^2 - 1) = sum_i p_i^2 / q_i - 1, which for
+  normalised P and Q equals Pearson's chi^2 (`pearson`, whose f = (u - 1)^2
+  differs from this one by the linear term 2 (u - 1), invisible to an
+  f-divergence). f(0) = -1; the dual is f_dual(v) = 1/v - v. Conjugate over
+  u >= 0: f*(t) = 1 + t^2 / 4 for t >= 0, 1 below.
+
+  Example:
+    >>> round(float(chi_square().f(3.0)), 4)
+    8.0
+  """
+  return Generator(
+      "chi_square", lambda x: jnp.expm1(2.0 * x), lambda y: -2.0 * jnp.sinh(y), -1.0, _INF,
+      _chi_square_conjugate, _chi_square_dual_conjugate)
 
 
 def _hellinger_conjugate(t):

@@ -61,6 +61,9 @@ GENERATORS = {
     "amari_alpha(2)": (gen.amari_alpha(2.0), amari_np(2.0), 0.5, INF),
     "amari_alpha(-1)": (gen.amari_alpha(-1.0), amari_np(-1.0), INF, 0.5),
     "pearson": (gen.pearson(), lambda u: (u - 1) ** 2, 1.0, INF),
+    # TFP's chi_square: f(u) = u^2 - 1 (f(0) = -1).
+    "chi_square": (gen.chi_square(), lambda u: u ** 2 - 1, -1.0, INF),
+    "dual(chi_square)": (gen.dual(gen.chi_square()), lambda u: 1 / u - u, INF, -1.0),
     "squared_hellinger": (gen.squared_hellinger(), lambda u: (np.sqrt(u) - 1) ** 2,
                           1.0, 1.0),
     "total_variation": (gen.total_variation(), lambda u: 0.5 * np.abs(u - 1), 0.5, 0.5),
@@ -195,7 +198,8 @@ def test_f_divergence_equals_the_closed_forms():
       "alpha2": dv.alpha_divergence(p, q, 2.0),
       "alpha-1": dv.alpha_divergence(p, q, -1.0)})(P_LOGITS, Q_LOGITS)
   pairs = [("kl_forward", "kl"), ("kl_reverse", "reverse_kl"),
-           ("pearson", "chi_squared"), ("squared_hellinger", "hellinger"),
+           ("pearson", "chi_squared"), ("chi_square", "chi_squared"),
+           ("squared_hellinger", "hellinger"),
            ("total_variation", "tv"), ("jensen_shannon", "js"),
            ("jensen_shannon(0.2)", "js0.2"), ("amari_alpha(0.3)", "alpha0.3"),
            ("amari_alpha(2)", "alpha2"), ("amari_alpha(-1)", "alpha-1")]
@@ -327,6 +331,8 @@ CONJUGATES = {
     "amari_alpha(2)": np.array([-3.0, -1.5, -0.5, 0.0, 2.0]),
     "amari_alpha(-1)": np.array([-3.0, 0.0, 0.3]),
     "pearson": np.array([-4.0, -2.0, -1.0, 0.0, 3.0]),
+    "chi_square": np.array([-3.0, -1.0, 0.0, 1.5, 4.0]),
+    "dual(chi_square)": np.array([-5.0, -2.0, -1.5]),
     "squared_hellinger": np.array([-5.0, -0.5, 0.0, 0.6]),
     "total_variation": np.array([-2.0, -0.5, -0.2, 0.0, 0.5]),
     "triangular": np.array([-5.0, -3.0, -1.0, 0.0, 0.8]),
