@@ -72,9 +72,10 @@ _SHARED_TIMEOUT = flags.DEFINE_float(
     "Multi-process: seconds every process waits to see the marker process 0 "
     "writes into the workdir before the run is refused as not shared.")
 
-# Keys every trainer reads, with the smallest value each may take.
+# Keys every trainer reads, with the smallest value each may take (0 steps:
+# experiments without training, such as the exact diffusion mixtures).
 REQUIRED_KEYS = {"experiment": None, "seed": 0, "data.name": None,
-                 "data.batch_size": 1, "train.num_steps": 1, "train.log_every": 1,
+                 "data.batch_size": 1, "train.num_steps": 0, "train.log_every": 1,
                  "train.eval_every": 0, "train.checkpoint_every": 1,
                  "train.keep_checkpoints": 1}
 FINISHED_FILE = "finished.json"

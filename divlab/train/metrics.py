@@ -146,12 +146,13 @@ def aggregate_seeds(records: Iterable[Mapping[str, Any]],
 def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]],
                   *, title: str = "Results", columns: Optional[Sequence[str]] = None,
                   notes: str = "", precision: int = 4,
-                  filename: str = "results") -> str:
+                  filename: str = "results", nan_allowed: Sequence[str] = ()) -> str:
   """Writes ``<filename>.json`` and ``<filename>.md``; returns the Markdown.
 
   Only process 0 writes (the Markdown is returned on every process). A table
   with NaN or infinite metrics gets a warning line under it naming the cells,
-  so a diverged run cannot pass for a result.
+  so a diverged run cannot pass for a result; columns in ``nan_allowed``,
+  where NaN is a documented value, are exempt.
 
   Args:
     workdir: output directory.
@@ -162,6 +163,8 @@ def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]]
     notes: Markdown text appended below the table.
     precision: decimals in the Markdown table (the JSON keeps full precision).
     filename: base name, for experiments that write several tables.
+    nan_allowed: columns whose NaN means something (e.g. "never reached");
+      saved in the JSON so that ``find_non_finite_results`` skips them too.
 
   Example:
     >>> import tempfile
@@ -174,7 +177,7 @@ def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]]
   rows = [dict(r) for r in rows]
   markdown = format_table(rows, columns=columns, precision=precision)
   text = f"## {title}\n\n{markdown}\n"
-  bad = non_finite_cells(rows)
+  bad = non_finite_cells(rows, allowed=nan_allowed)
   if bad:
     text += (f"\n**WARNING: non-finite metrics ({', '.join(bad[:10])}): the run "
              "that produced them diverged; these are not results.**\n")
@@ -182,18 +185,26 @@ def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]]
     text += f"\n{notes.strip()}\n"
   if is_writer():
     workdir.mkdir(parents=True, exist_ok=True)
+    table = {"title": title, "rows": rows}
+    if nan_allowed:
+      table["nan_allowed"] = list(nan_allowed)
     (workdir / f"{filename}.json").write_text(
-        json.dumps({"title": title, "rows": rows}, indent=2, default=_to_python))
+        json.dumps(table, indent=2, default=_to_python))
     (workdir / f"{filename}.md").write_text(text)
   return text
 
 
-def non_finite_cells(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-  """``"column (row i)"`` for every NaN or infinite number in ``rows``."""
+def non_finite_cells(rows: Sequence[Mapping[str, Any]], *,
+                     allowed: Sequence[str] = ()) -> list[str]:
+  """``"column (row i)"`` for every NaN or infinite number in ``rows``.
+
+  Columns in ``allowed`` (and their ``_std``) are skipped.
+  """
+  skip = set(allowed) | {f"{c}_std" for c in allowed}
   bad = []
   for i, row in enumerate(rows):
     for key, value in row.items():
-      if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+      if key not in skip and isinstance(value, (float, np.floating)) and not math.isfinite(value):
         bad.append(f"{key} (row {i})")
   return bad
 
@@ -214,7 +225,8 @@ def find_non_finite_results(workdir: str | pathlib.Path) -> dict[str, list[str]]
     except (ValueError, OSError):
       continue
     if isinstance(table, dict) and isinstance(table.get("rows"), list):
-      bad = non_finite_cells([r for r in table["rows"] if isinstance(r, dict)])
+      bad = non_finite_cells([r for r in table["rows"] if isinstance(r, dict)],
+                             allowed=table.get("nan_allowed") or ())
       if bad:
         found[path.name] = bad
   return found

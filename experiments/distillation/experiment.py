@@ -163,7 +163,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   text = metrics_lib.write_results(
       workdir, rows, title=f"Distillation on {config.data.name}",
       columns=("regime", "method", "label", "train_examples", "test_acc", "gap_to_ce",
-               "seeds"), notes=notes)
+               "seeds"), notes=notes,
+      nan_allowed=("gap_to_ce",))  # nan when the config runs no CE baseline
   metrics_lib.write_json(
       workdir / "teacher.json",
       {"test_acc": teacher_acc, "from": teacher_from,
