@@ -4,7 +4,7 @@ Part ``stream`` generates a classification dataset of ``--size_gb`` on disk
 (``divlab_bench_records``: ``x`` float32 ``[--features]`` of seeded noise, ``y``
 one of 10 labels, array_record via tfds, written under ``--dir``, outside the
 repository), then reads one full epoch of it with each loader, each in a
-fresh subprocess so that its peak resident memory (``ru_maxrss``) is its own:
+fresh subprocess so that its peak resident memory (VmHWM) is its own:
 
   * memory: ``divlab.data.open_split(loader="memory")`` (the whole split read
     into arrays) + ``Loader``;
@@ -42,6 +42,16 @@ import tensorflow_datasets as tfds
 
 NAME = "divlab_bench_records"
 RECORDS_PER_CHUNK = 4096
+PART_BYTES = 512 << 20
+
+
+def _num_parts(num_records: int, features: int) -> int:
+  return max(1, -(-num_records * 4 * features // PART_BYTES))
+
+
+def _split_name(num_records: int, features: int) -> str:
+  """All parts as one tfds split string: ``part0+part1+...``."""
+  return "+".join(f"part{k}" for k in range(_num_parts(num_records, features)))
 
 
 def _builder(num_records: int, features: int, data_dir: str):
@@ -68,12 +78,17 @@ def _builder(num_records: int, features: int, data_dir: str):
 
     def _split_generators(self, dl_manager):
       del dl_manager
-      return {"train": self._generate_examples()}
+      # Parts under tfds's 1000 MiB in-memory write buffer: past it, tfds
+      # spills to disk through TensorFlow, which divlab does not install.
+      bounds = np.linspace(0, self.NUM_RECORDS, _num_parts(self.NUM_RECORDS, self.FEATURES) + 1)
+      bounds = bounds.astype(int)
+      return {f"part{k}": self._generate_examples(bounds[k], bounds[k + 1])
+              for k in range(len(bounds) - 1)}
 
-    def _generate_examples(self):
-      for start in range(0, self.NUM_RECORDS, RECORDS_PER_CHUNK):
+    def _generate_examples(self, first, stop):
+      for start in range(first, stop, RECORDS_PER_CHUNK):
         rng = np.random.default_rng([0, start])
-        count = min(RECORDS_PER_CHUNK, self.NUM_RECORDS - start)
+        count = min(RECORDS_PER_CHUNK, stop - start)
         xs = rng.standard_normal((count, self.FEATURES), dtype=np.float32)
         ys = rng.integers(0, 10, count)
         for offset in range(count):
@@ -82,20 +97,41 @@ def _builder(num_records: int, features: int, data_dir: str):
   return DivlabBenchRecords(data_dir=data_dir)
 
 
-def _peak_rss_mib() -> dict:
-  own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-  return {"peak_rss_mib": own, "children_peak_rss_mib": children}
+def _high_water_mib(pid: int | str = "self") -> float:
+  """Peak resident memory of one process (VmHWM), in MiB.
+
+  Not ``getrusage``'s ``ru_maxrss``: Linux carries that across fork + exec, so
+  a subprocess would report its parent's peak when the parent was larger.
+  """
+  try:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+      for line in status:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if pid == "self" else 0.0
+
+
+def _worker_high_water_mib() -> float:
+  """The largest peak among this process's live child processes (grain workers)."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  return max([_high_water_mib(child.pid) for child in multiprocessing.active_children()]
+             or [0.0])
 
 
 def _dataset_bytes(data_dir: pathlib.Path) -> int:
   return sum(p.stat().st_size for p in (data_dir / NAME).rglob("*.array_record*"))
 
 
+def _num_records(args) -> int:
+  record_bytes = 4 * args.features + 16  # float32 payload + proto/label overhead
+  return int(args.size_gb * 2**30 / record_bytes) + 1
+
+
 def _build(args) -> int:
   """Generates the dataset (if absent); returns its size on disk in bytes."""
-  record_bytes = 4 * args.features + 16  # float32 payload + proto/label overhead
-  num_records = int(args.size_gb * 2**30 / record_bytes) + 1
+  num_records = _num_records(args)
   builder = _builder(num_records, args.features, args.dir)
   if not builder.is_prepared():
     start = time.perf_counter()
@@ -108,11 +144,11 @@ def _build(args) -> int:
 
 def _stream_worker(args) -> None:
   """One loader, one process: a full epoch, then timings and peak RSS as JSON."""
-  baseline = _peak_rss_mib()["peak_rss_mib"]
   from divlab import data  # pylint: disable=g-import-not-at-top
-  baseline = max(baseline, _peak_rss_mib()["peak_rss_mib"])
+  baseline = _high_water_mib()
   start = time.perf_counter()
-  train = data.open_split(NAME, "train", loader=args.worker, data_dir=args.dir)
+  split = _split_name(_num_records(args), args.features)
+  train = data.open_split(NAME, split, loader=args.worker, data_dir=args.dir)
   options = {"num_workers": args.workers} if args.worker == "grain" else {}
   loader = data.make_loader(train, args.batch, seed=0, **options)
   num_batches = len(train["y"] if isinstance(train, dict) else train) // args.batch
@@ -123,6 +159,7 @@ def _stream_worker(args) -> None:
     batch = next(loader)
     checksum += float(batch["x"][0, 0])  # touch every batch
   end = time.perf_counter()
+  workers_peak = _worker_high_water_mib()
   if hasattr(loader, "close"):
     loader.close()
   records = num_batches * args.batch
@@ -131,7 +168,8 @@ def _stream_worker(args) -> None:
       "records": records, "first_batch_s": first - start,
       "records_per_s": records / (end - start),
       "steady_records_per_s": (records - args.batch) / max(end - first, 1e-9),
-      "import_baseline_mib": baseline, "checksum": checksum, **_peak_rss_mib()}))
+      "import_baseline_mib": baseline, "checksum": checksum,
+      "peak_rss_mib": _high_water_mib(), "children_peak_rss_mib": workers_peak}))
 
 
 def _stream(args) -> None:
@@ -146,6 +184,7 @@ def _stream(args) -> None:
     for kind, workers in variants:
       cmd = [sys.executable, __file__, "--worker", kind, "--workers", str(workers),
              "--dir", args.dir, "--features", str(args.features),
+             "--size_gb", str(args.size_gb),
              "--batch", str(args.batch)]
       out = subprocess.run(cmd, capture_output=True, text=True, check=False)
       if out.returncode:

@@ -5,11 +5,18 @@ The reference for every batch is the plain numpy gather of the whole split
 ``np.random.default_rng([seed, epoch]).permutation(n)``.
 """
 import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from divlab import data
+from divlab.data import records
 from divlab.data import streaming
 
 NAME = "divlab_diabetes"  # 353 training records: prime, so no batch size divides it
@@ -200,7 +207,6 @@ def test_collate_supervised_matches_load_conversions():
 
 def _tfds_decoded(name, data_dir, count):
   """Records decoded by tfds's own generic decoder: the reference."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   source = tfds.data_source(name, split="train", data_dir=str(data_dir), download=False)
   return source.__getitems__(list(range(count))), source.dataset_info.features
 
@@ -216,8 +222,6 @@ def _assert_same_records(got, want):
 
 @pytest.mark.parametrize("name", [NAME, "divlab_digits"])
 def test_fast_decoder_matches_tfds_decoder(data_dir, name):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from divlab.data import records  # pylint: disable=g-import-not-at-top
   data.prepare(name, data_dir=data_dir)
   want, features = _tfds_decoded(name, data_dir, 50)
   decoder = records.ExampleDecoder(features)
@@ -228,8 +232,6 @@ def test_fast_decoder_matches_tfds_decoder(data_dir, name):
 
 
 def test_fast_decoder_bytes_encoding_and_fallback(tmp_path):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from divlab.data import records  # pylint: disable=g-import-not-at-top
   fast = tfds.features.FeaturesDict({
       "blob": tfds.features.Tensor(shape=(2, 3), dtype=np.float32,
                                    encoding=tfds.features.Encoding.BYTES),
@@ -248,3 +250,38 @@ def test_fast_decoder_bytes_encoding_and_fallback(tmp_path):
     decoder = records.ExampleDecoder(features)
     assert decoder.is_fast == (features is fast)
     _assert_same_records([decoder(serialized)], [features.deserialize_example_np(serialized)])
+
+
+def test_grain_run_killed_and_resumed_equals_the_memory_run(tmp_path):
+  """The runner end to end: kill -9 mid-run with data.loader=grain, re-run, and
+  every metric and result equals an uninterrupted data.loader=memory run."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  config = root / "configs" / "classify" / "mnist1d.py"
+  common = ["--config.train.num_steps=40", "--config.train.checkpoint_every=10",
+            "--config.train.log_every=5", "--config.train.eval_every=20",
+            "--config.progress=False"]
+
+  def command(workdir, loader):
+    return [sys.executable, "-m", "divlab.run", f"--config={config}:smoke",
+            f"--workdir={workdir}", f"--config.data.loader={loader}", *common]
+
+  def outputs(workdir):
+    runs = sorted((workdir / "runs").iterdir())
+    return ((workdir / "results.json").read_text(),
+            {run.name: (run / "metrics.jsonl").read_text() for run in runs})
+
+  killed = subprocess.Popen(command(tmp_path / "grain", "grain"), cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = tmp_path / "grain" / "runs" / "cnn_seed0" / "metrics.jsonl"
+  deadline = time.time() + 300
+  # Three logged steps (15): past the first checkpoint (10), before the end (40).
+  while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+    assert killed.poll() is None and time.time() < deadline, "run ended or stalled"
+    time.sleep(0.01)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  for workdir, loader in ((tmp_path / "grain", "grain"), (tmp_path / "memory", "memory")):
+    done = subprocess.run(command(workdir, loader), cwd=root, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+  assert outputs(tmp_path / "grain") == outputs(tmp_path / "memory")
