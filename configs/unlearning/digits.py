@@ -1,4 +1,4 @@
-"""Unlearning on the 8x8 digits: a random 10% and a whole class, twelve methods.
+"""Unlearning on the 8x8 digits: a random 10% and a whole class, fifteen methods.
 
   python -m divlab.run --config=configs/unlearning/digits.py --workdir=workdirs/unlearning_digits
   python -m divlab.run --config=configs/unlearning/digits.py:smoke --workdir=/tmp/smoke
@@ -19,5 +19,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train.num_steps = 1500
   config.unlearn.num_steps = 200
   config.unlearn.checkpoint_every = 200
+  config.unlearn.official.warmup_steps = 20   # 10% of the steps, as on MNIST-1D
   config.unlearn.trajectory_test_points = 360
   return mnist1d.apply_arg(config, arg)

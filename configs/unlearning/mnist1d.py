@@ -1,4 +1,4 @@
-"""Unlearning on MNIST-1D: a random 10% and a whole class, twelve methods.
+"""Unlearning on MNIST-1D: a random 10% and a whole class, fifteen methods.
 
   python -m divlab.run --config=configs/unlearning/mnist1d.py --workdir=workdirs/unlearning_mnist1d
   python -m divlab.run --config=configs/unlearning/mnist1d.py:smoke --workdir=/tmp/smoke
@@ -11,7 +11,8 @@ datamodels (the DMM paper uses 1,000-20,000). See experiments/unlearning/README.
 import ml_collections
 
 METHODS = ("noop", "finetune", "ga", "grad_diff", "npo", "npo_rt", "simnpo", "ga_gu",
-           "npo_gu", "om", "dmm", "retrain")
+           "npo_gu", "npo_official", "npo_rt_official", "simnpo_official", "om", "dmm",
+           "retrain")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -71,6 +72,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.unlearn.simnpo_gamma = 0.0
   config.unlearn.retain_weight = 1.0
   config.unlearn.gu_metric = "adam"
+  # The `*_official` rows: the official NPO / SimNPO TOFU regime (AdamW, lr
+  # 1e-5, weight decay 0.01, one of ten epochs of warm-up then linear decay,
+  # NPO beta 0.1) scaled to this model: lr 1e-4, a tenth of these models'
+  # training lr (TOFU's 1e-5 is a few percent of Llama-2's pretraining peak),
+  # warm-up over the first 10% of the steps, cosine decay.
+  config.unlearn.official = ml_collections.ConfigDict()
+  config.unlearn.official.name = "adamw"
+  config.unlearn.official.learning_rate = 1e-4
+  config.unlearn.official.schedule = "cosine"
+  config.unlearn.official.warmup_steps = 30
+  config.unlearn.official.weight_decay = 0.01
+  config.unlearn.official.npo_beta = 0.1
   config.unlearn.trajectory_retain_points = 1000
   config.unlearn.trajectory_test_points = 500
 

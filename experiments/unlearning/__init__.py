@@ -9,6 +9,8 @@
   random 10% or a whole class of an embedded classification set with GA,
   GradDiff, NPO, NPO+RT, SimNPO, GU, oracle matching and datamodel matching,
   scored by accuracies, MIA AUC and KLoM against retrained oracles.
+* ``"dmm_scaling"`` (`experiments.unlearning.dmm_scaling`): datamodel
+  matching's KLoM against the number of subset models its datamodels use.
 
 Every training job is a resumable sub-run under ``<workdir>/runs/``.
 """
@@ -28,7 +30,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
   if setup == "classification":
     from experiments.unlearning import experiment  # pylint: disable=g-import-not-at-top
     return experiment.run(config, workdir)
-  raise ValueError(f"`setup`={setup!r}: use 'npo_synthetic' or 'classification'.")
+  if setup == "dmm_scaling":
+    from experiments.unlearning import dmm_scaling  # pylint: disable=g-import-not-at-top
+    return dmm_scaling.run(config, workdir)
+  raise ValueError(f"`setup`={setup!r}: use 'npo_synthetic', 'classification' or "
+                   "'dmm_scaling'.")
 
 
 __all__ = ["run"]

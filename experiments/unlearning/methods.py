@@ -39,12 +39,20 @@ LABELS = {
     "simnpo": "SimNPO",
     "ga_gu": "GA+GU",
     "npo_gu": "NPO+GU",
+    "npo_official": "NPO (official regime)",
+    "npo_rt_official": "NPO+RT (official regime)",
+    "simnpo_official": "SimNPO (official regime)",
     "om": "OM (oracle matching)",
     "dmm": "DMM (datamodel matching)",
     "retrain": "retrain (oracle)",
 }
 # Methods that do not train: the original models and independent oracles.
 UNTRAINED = ("noop", "retrain")
+# The same objectives under the optimizer regime of the official NPO / SimNPO
+# TOFU configs, scaled to this model (``unlearn.official``: AdamW at a small
+# lr with warm-up and decay, NPO beta 0.1).
+OFFICIAL_REGIME = {"npo_official": "npo", "npo_rt_official": "npo_rt",
+                   "simnpo_official": "simnpo"}
 # Methods whose batches carry a margin `target`, and where it comes from.
 TARGETS = {"om": "oracle", "dmm": "datamodel"}
 # GU's second-moment estimate (metric 'adam'): optax.adam's defaults, which the
@@ -105,8 +113,16 @@ def make_method(name: str, apply_fn: ApplyFn,
     apply_fn: ``apply_fn(params, x) -> logits`` of one model.
     config: the config's ``unlearn`` node (``npo_beta``, ``simnpo_beta``,
       ``simnpo_gamma``, ``retain_weight``, ``gu_metric``, ``num_steps``,
-      ``optimizer``, ``learning_rates``).
+      ``optimizer``, ``learning_rates``, and ``official`` for the
+      ``*_official`` names: an optimizer node plus ``npo_beta``).
   """
+  if name in OFFICIAL_REGIME:
+    official = dict(config.official)
+    regime = ml_collections.ConfigDict(config.to_dict())
+    regime.npo_beta = float(official.pop("npo_beta"))
+    regime.optimizer = ml_collections.ConfigDict(official)
+    regime.learning_rates = ml_collections.ConfigDict()
+    return make_method(OFFICIAL_REGIME[name], apply_fn, regime)
   optimizer = ml_collections.ConfigDict(dict(config.optimizer))
   optimizer.learning_rate = float(config.learning_rates.get(name,
                                                             optimizer.learning_rate))

@@ -111,3 +111,34 @@ def klom_histograms(path: pathlib.Path, values: Mapping[str, np.ndarray],
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
+
+
+def klom_scaling(path: pathlib.Path, curves: Mapping[str, dict], *, title: str = "") -> None:
+  """Forget-set KLoM of DMM against the number of subset models, per forget set.
+
+  Args:
+    path: the PNG to write.
+    curves: ``{forget_set: {"sizes": [S], "klom_forget": [S],
+      "klom_target_forget": [S], "references": {label: klom}}}``: DMM after
+      unlearning, the datamodel targets themselves, and horizontal reference
+      levels (the original models, independent oracles).
+    title: figure title.
+  """
+  fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
+  for ax, (name, curve) in zip(axes[0], curves.items()):
+    ax.plot(curve["sizes"], curve["klom_forget"], "o-", label="DMM (after unlearning)")
+    ax.plot(curve["sizes"], curve["klom_target_forget"], "s--",
+            label="datamodel targets")
+    for (label, level), style in zip(curve["references"].items(), (":", "-.")):
+      ax.axhline(level, color="black", linestyle=style, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("subset models for the datamodels")
+    ax.set_ylabel("KLoM on the forget set (95th pct, nats)")
+    ax.set_title(name)
+    ax.grid(alpha=0.3, which="both")
+  axes[0][0].legend(fontsize=8)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

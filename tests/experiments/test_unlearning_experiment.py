@@ -142,3 +142,137 @@ def test_margins_helper_matches_the_definition():
   expected = [2.0 - np.log(2.0), 1.0 - np.log(1.0 + np.exp(3.0))]
   np.testing.assert_allclose(experiment._margins(logits, labels)[0], expected,
                              rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Each method row computes its own objective (a row silently running another
+# method's loss, e.g. NPO running gradient ascent, fails here).
+# ----------------------------------------------------------------------------
+
+
+def _np_log_softmax(logits):
+  shifted = logits - logits.max(-1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _np_logp(logits, labels):
+  return _np_log_softmax(logits)[np.arange(len(labels)), labels]
+
+
+def _np_npo(logp, ref_logp, beta):
+  """-(2/beta) log sigmoid(beta (log pi_ref - log pi)), batch mean."""
+  return np.mean(-(2.0 / beta) * np.log(special.expit(beta * (ref_logp - logp))))
+
+
+def test_synthetic_objectives_against_numpy():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  dim, features, n = 3, 6, 10
+  params = {"w": rng.normal(size=(features, dim)).astype(np.float32),
+            "a": rng.normal(size=(features, 1)).astype(np.float32)}
+  forget = {"x": rng.normal(size=(n, dim)).astype(np.float32),
+            "y": rng.integers(0, 2, size=n).astype(np.int32),
+            "ref_logits": rng.normal(size=(n, 2)).astype(np.float32)}
+  retain = {"x": rng.normal(size=(n, dim)).astype(np.float32),
+            "y": rng.integers(0, 2, size=n).astype(np.int32)}
+
+  def np_logits(x):
+    scores = np.maximum(x.astype(np.float64) @ params["w"].T, 0) @ params["a"]
+    return np.concatenate([scores, np.zeros_like(scores)], axis=-1)
+
+  logp_f = _np_logp(np_logits(forget["x"]), forget["y"])
+  logp_r = _np_logp(np_logits(retain["x"]), retain["y"])
+  ref = _np_logp(forget["ref_logits"].astype(np.float64), forget["y"])
+  beta = 1.0
+  expected = {"ga": logp_f.mean(), "grad_diff": logp_f.mean() - logp_r.mean(),
+              "npo": _np_npo(logp_f, ref, beta),
+              "npo_rt": _np_npo(logp_f, ref, beta) - logp_r.mean()}
+  assert set(expected) == set(synthetic.METHOD_LABELS)
+  batch = {"forget": {k: jnp.asarray(v) for k, v in forget.items()},
+           "retain": {k: jnp.asarray(v) for k, v in retain.items()}}
+  for method, want in expected.items():
+    got, _ = synthetic.make_loss_fn(method, beta)(params, batch, None)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5, err_msg=method)
+
+
+def test_classifier_objectives_and_official_regime_against_numpy():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from experiments.unlearning import methods as methods_lib  # pylint: disable=g-import-not-at-top
+  config = _config("mnist1d", "").unlearn
+  rng = np.random.default_rng(5)
+  n, dim, classes = 12, 4, 3
+  w = rng.normal(size=(dim, classes)).astype(np.float32)
+  apply_fn = lambda params, x: x @ params["w"]
+  forget = {"x": rng.normal(size=(n, dim)).astype(np.float32),
+            "y": rng.integers(0, classes, size=n).astype(np.int32),
+            "ref_logp": np.log(rng.uniform(0.05, 0.9, size=n)).astype(np.float32)}
+  retain = {"x": rng.normal(size=(n, dim)).astype(np.float32),
+            "y": rng.integers(0, classes, size=n).astype(np.int32)}
+  logp_f = _np_logp(forget["x"].astype(np.float64) @ w, forget["y"])
+  logp_r = _np_logp(retain["x"].astype(np.float64) @ w, retain["y"])
+  ref = forget["ref_logp"].astype(np.float64)
+
+  def np_simnpo(beta, gamma):  # length 1: -(2/beta) log sigmoid(-beta logp - gamma)
+    return np.mean(-(2.0 / beta) * np.log(special.expit(-beta * logp_f - gamma)))
+
+  official_beta = config.official.npo_beta
+  expected = {
+      "finetune": -logp_r.mean(), "ga": logp_f.mean(),
+      "grad_diff": logp_f.mean() - logp_r.mean(),
+      "npo": _np_npo(logp_f, ref, config.npo_beta),
+      "npo_rt": _np_npo(logp_f, ref, config.npo_beta) - logp_r.mean(),
+      "simnpo": np_simnpo(config.simnpo_beta, config.simnpo_gamma),
+      "npo_official": _np_npo(logp_f, ref, official_beta),
+      "npo_rt_official": _np_npo(logp_f, ref, official_beta) - logp_r.mean(),
+      "simnpo_official": np_simnpo(config.simnpo_beta, config.simnpo_gamma)}
+  batch = {"forget": {k: jnp.asarray(v) for k, v in forget.items()},
+           "retain": {k: jnp.asarray(v) for k, v in retain.items()}}
+  params = {"w": jnp.asarray(w)}
+  for name, want in expected.items():
+    method = methods_lib.make_method(name, apply_fn, config)
+    got, _ = method.loss_fn(params, batch, None)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5, err_msg=name)
+  # The official regime really is another beta: its NPO value differs.
+  assert official_beta != config.npo_beta
+  assert abs(expected["npo_official"] - expected["npo"]) > 1e-3
+  # Its optimizer warms up from 0 to the official (scaled) lr, then decays;
+  # the current regime steps at full lr from the first step (Adam: |update| = lr).
+  zeros = {"w": jnp.zeros((dim, classes))}
+  grads = {"w": jnp.ones((dim, classes))}
+
+  def update_sizes(tx, steps):
+    state, sizes = tx.init(zeros), []
+    for _ in range(steps):
+      updates, state = tx.update(grads, state, zeros)
+      sizes.append(float(jnp.abs(updates["w"]).max()))
+    return np.array(sizes)
+
+  warmup = config.official.warmup_steps
+  official = update_sizes(methods_lib.make_method("npo_official", apply_fn, config).tx,
+                          warmup + 2)
+  assert official[0] == 0.0
+  np.testing.assert_allclose(official[warmup], config.official.learning_rate, rtol=1e-3)
+  assert np.all(np.diff(official[:warmup + 1]) > 0)
+  current = update_sizes(methods_lib.make_method("npo", apply_fn, config).tx, 2)
+  np.testing.assert_allclose(current, config.optimizer.learning_rate, rtol=1e-3)
+
+
+def test_dmm_scaling_smoke(tmp_path):
+  from experiments.unlearning import dmm_scaling  # pylint: disable=g-import-not-at-top
+  config = _config("dmm_scaling")
+  rows = runner.run(config, tmp_path)
+  sizes = list(config.datamodels.sizes)
+  assert [(r["method"], r["num_subset_models"]) for r in rows] == (
+      [("original (no-op)", 0), ("retrain (oracle)", 0)]
+      + [("DMM (datamodel matching)", m) for m in sizes])
+  cap = np.log((1 + config.klom.num_bins * config.klom.floor) / config.klom.floor)
+  for row in rows:
+    for split in ("forget", "retain", "val"):
+      assert 0.0 <= row[f"klom_{split}"] <= cap + 1e-9
+  assert (tmp_path / "dmm_scaling.png").stat().st_size > 0
+  # Each size fitted its own datamodels.
+  for size in sizes:
+    assert (tmp_path / "runs" / f"datamodels_M{size}" / "final_metrics.json").exists()
+  with pytest.raises(ValueError, match="sizes"):
+    dmm_scaling.check_sizes([1, 4])
