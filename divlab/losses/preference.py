@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from divlab import _checks
-from divlab import divergences
+from divlab.losses import sequence
 from divlab.losses.reductions import reduce_loss
 from divlab.losses.unlearning import npo
 
@@ -418,21 +418,11 @@ def _token_statistics(logits: jax.Array, ref_logits: jax.Array, tokens: jax.Arra
   dtype = jnp.promote_types(logits.dtype, ref_logits.dtype)
   logits = logits.astype(dtype)
   ref_logits = jax.lax.stop_gradient(ref_logits.astype(dtype))
-  if mask is not None:
-    # Padded positions may hold anything (-inf logits, ignore ids such as -100).
-    logits = jnp.where(mask[..., None], logits, 0)
-    ref_logits = jnp.where(mask[..., None], ref_logits, 0)
-    tokens = jnp.where(mask, tokens, 0)
-  index = tokens[..., None].astype(jnp.int32)
-  token_log_ratio = (
-      jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), index, axis=-1)
-      - jnp.take_along_axis(jax.nn.log_softmax(ref_logits, axis=-1), index, axis=-1)
-  )[..., 0]
-  token_kl = divergences.kl(ref_logits, logits)
-  if mask is not None:
-    token_log_ratio = jnp.where(mask, token_log_ratio, 0)
-    token_kl = jnp.where(mask, token_kl, 0)
-  return token_log_ratio, token_kl
+  # Padded positions may hold anything (-inf logits, ignore ids such as -100):
+  # the sequence helpers blank them before any arithmetic.
+  token_log_ratio = (sequence.token_log_probs(logits, tokens, mask)
+                     - sequence.token_log_probs(ref_logits, tokens, mask))
+  return token_log_ratio, sequence.token_kl(ref_logits, logits, mask)
 
 
 def _token_masks(chosen_where, rejected_where, chosen_tokens, rejected_tokens):
@@ -483,8 +473,8 @@ def tdpo(chosen_logits: ArrayLike,
   (``*_where``). Source: Zeng et al., "Token-level Direct Preference
   Optimization", 2024, and the released ``trainers.py`` ``tdpo_loss``
   (defaults beta 0.1, alpha 0.5, TDPO2). The per-token KL is
-  `divlab.divergences.kl` of the reference and policy logits, computed from
-  log-softmax (not ``log(softmax)``).
+  `divlab.losses.sequence.token_kl` of the reference and policy logits
+  (`divlab.divergences.kl`, from log-softmax, not ``log(softmax)``).
 
   Args:
     chosen_logits: ``[..., T, V]`` policy next-token logits aligned with
