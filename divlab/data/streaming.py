@@ -144,13 +144,16 @@ class TfdsSplit:
 
   def estimated_bytes(self) -> int:
     """Decoded in-memory size of the split: fixed-shape features exactly,
-    otherwise the on-disk size (a lower bound for decoded records)."""
+    otherwise the on-disk bytes per record of the whole dataset times the
+    split's records (tfds gives no byte count for a sliced split)."""
     per_record = 0
     for feature in self._info.features.values():
       shape = getattr(feature, "shape", None)
       if shape is None or any(d is None for d in shape):
-        disk = self._info.splits[self.split].num_bytes
-        return int(disk)
+        splits = self._info.splits.values()
+        disk = sum(int(s.num_bytes) for s in splits)
+        records = max(1, sum(int(s.num_examples) for s in splits))
+        return disk * self._num_examples // records
       # Inputs are decoded to float32 and labels to int32: 4 bytes each.
       per_record += 4 * int(np.prod(shape, dtype=np.int64))
     return per_record * self._num_examples

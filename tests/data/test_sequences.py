@@ -9,6 +9,7 @@ import pickle
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from divlab import data
 from divlab.data import sequences
@@ -173,7 +174,6 @@ def test_byte_records_are_the_utf8_of_each_line(corpus, text_dir):
 
 
 def test_char_records_rank_in_the_sorted_character_set(corpus, text_dir):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   _, lines = corpus
   vocabulary = "".join(sorted(set("".join(lines))))
   info = tfds.builder("divlab_text/chars", data_dir=text_dir).info
@@ -224,3 +224,14 @@ def test_prepare_text_rejects_bad_arguments(tmp_path):
     text_builder.decode([1], level="char")
   with pytest.raises(ValueError, match="tokens"):
     text_builder.decode([300])
+
+
+def test_text_split_size_estimate_scales_with_its_slice(corpus, text_dir):
+  _, lines = corpus
+  raw = tfds.data_source("divlab_text/bytes", split="train", data_dir=str(text_dir),
+                         deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  serialized = sum(len(record) for record in raw.__getitems__(list(range(len(lines)))))
+  whole = data.TfdsSplit("divlab_text/bytes", "train", data_dir=text_dir).estimated_bytes()
+  half = data.TfdsSplit("divlab_text/bytes", "train[:50%]", data_dir=text_dir)
+  assert whole == serialized
+  assert half.estimated_bytes() == serialized * len(half) // len(lines) > 0
