@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
@@ -86,6 +87,18 @@ def verify_step(step_dir: str | pathlib.Path) -> Optional[str]:
   if extra:
     return f"{extra[0]} was not part of the saved checkpoint"
   return None
+
+
+def _agreed(reason: Optional[str]) -> Optional[str]:
+  """A step fails on every process if it fails on any (they must act alike:
+  a process restoring alone while another sets the step aside would hang)."""
+  if jax.process_count() == 1:
+    return reason
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  failed = multihost_utils.process_allgather(np.asarray(reason is not None, np.int32))
+  if reason is None and np.any(failed):
+    return "it failed its checksums on another process"
+  return reason
 
 
 class Checkpointer:
@@ -169,7 +182,7 @@ class Checkpointer:
 
   def _restore_newest(self, target_fn) -> Optional[tuple[int, PyTree, dict]]:
     for step in reversed(self.all_steps()):
-      reason = verify_step(self.step_dir(step))
+      reason = _agreed(verify_step(self.step_dir(step)))
       if reason is None:
         try:
           state, data_state = self._restore_step(step, target_fn(step))
