@@ -10,7 +10,8 @@ states and output weight (`jax.jit(jax.value_and_grad(., argnums=(0, 1)))`):
     logits for bf16 inputs), then divlab's categorical divergence, then
     `reduce_loss` -- what one writes without the fused function.
 
-Before timing, the two are checked against each other (value and gradients).
+The chunks column reads groups x chunks per group x rows per chunk (see
+`fused_chunk_plan`). Before timing, the two are checked against each other (value and gradients).
 Columns: median time over `--repeats` interleaved rounds after a warm-up call
 (compilation excluded, `block_until_ready`), the ratio of medians (and of
 minima, which show the undisturbed cost on a shared machine), the compiled
@@ -24,6 +25,7 @@ function is faster or smaller.
 
   python benchmarks/fused_linear.py --bt 1024 --hidden 256 --vocab 32000 --dtype float32
   python benchmarks/fused_linear.py   # B*T in {1024, 4096, 8192}, H=4096, V=128256, bf16
+  python benchmarks/fused_linear.py --compile_only   # memory only, any machine
 """
 import argparse
 import json
@@ -136,12 +138,20 @@ def child_peak(args, variant, tokens):
 
 def measure(args, tokens):
   dtype = jnp.dtype(args.dtype)
-  inputs = make_inputs(tokens, args.hidden, args.vocab, dtype, args.seed)
+  plan = fused.fused_chunk_plan(tokens, args.hidden, args.vocab, grad_itemsize=dtype.itemsize,
+                                chunk_size=args.chunk_size)
+  if args.compile_only:
+    inputs = [jax.ShapeDtypeStruct(shape, dtype) for shape in
+              ((tokens, args.hidden), (args.hidden, args.vocab)) * 2]
+  else:
+    inputs = make_inputs(tokens, args.hidden, args.vocab, dtype, args.seed)
   steps = {name: step.lower(*inputs).compile() for name, step in
            make_steps(args.divergence, args.beta, args.chunk_size).items()}
   memory, temp = {}, {}
   for name, step in steps.items():
     memory[name], temp[name] = compiled_bytes(step)
+  if args.compile_only:
+    return dict(tokens=tokens, plan=plan, compiled=memory, temp=temp)
   results = {name: jax.block_until_ready(step(*inputs)) for name, step in steps.items()}
   value_gap, grad_gaps = check(results)
   del results
@@ -152,8 +162,7 @@ def measure(args, tokens):
       jax.block_until_ready(step(*inputs))
       times[name].append(time.perf_counter() - start)
   del inputs
-  row = dict(tokens=tokens, value_gap=value_gap, grad_gaps=grad_gaps,
-             chunk=(args.chunk_size or fused.fused_chunk_size(tokens, args.vocab)),
+  row = dict(tokens=tokens, value_gap=value_gap, grad_gaps=grad_gaps, plan=plan,
              ms={name: 1e3 * statistics.median(t) for name, t in times.items()},
              min_ms={name: 1e3 * min(t) for name, t in times.items()},
              compiled=memory, temp=temp, peak=None)
@@ -184,6 +193,9 @@ def main():
                       help="tokens per chunk (default: from the memory budget)")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--compile_only", action="store_true",
+                      help="compiled memory only: nothing is allocated or run "
+                      "(full sizes work on any machine)")
   parser.add_argument("--no_peak", action="store_true",
                       help="skip the per-variant runtime peak (child processes)")
   parser.add_argument("--child_variant", default=None, help=argparse.SUPPRESS)
@@ -195,17 +207,31 @@ def main():
 
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
-        f"H={args.hidden}, V={args.vocab}, {args.dtype}, divergence={args.divergence}, "
-        f"median of {args.repeats} rounds\n")
+        f"H={args.hidden}, V={args.vocab}, {args.dtype}, divergence={args.divergence}"
+        + ("; compiled memory only" if args.compile_only
+           else f"; median of {args.repeats} rounds\n"))
   rows = []
   for tokens in args.bt:
     row = measure(args, tokens)
     rows.append(row)
+    if args.compile_only:
+      continue
     print(f"check B*T={tokens}: relative value gap {row['value_gap']:.1e}, max gradient "
           f"gap (h, W) {row['grad_gaps'][0]:.1e}, {row['grad_gaps'][1]:.1e} (fused vs "
           f"materialised)", flush=True)
   print()
-  header = ("| B*T | chunk | fused ms | materialised ms | time ratio (min) | fused compiled GiB "
+  if args.compile_only:
+    print("| B*T | chunks | fused compiled GiB | materialised compiled GiB | memory ratio "
+          "| temporaries ratio |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+      rows_, per_group, groups = row["plan"]
+      mem, temp = row["compiled"], row["temp"]
+      print(f"| {row['tokens']} | {groups} x {per_group} x {rows_} | {gib(mem['fused'])} | "
+            f"{gib(mem['materialised'])} | {ratio(mem['fused'], mem['materialised'])} | "
+            f"{ratio(temp['fused'], temp['materialised'])} |")
+    return
+  header = ("| B*T | chunks | fused ms | materialised ms | time ratio (min) | fused compiled GiB "
             "| materialised compiled GiB | memory ratio | temporaries ratio |")
   rule = "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   with_peak = any(row["peak"] for row in rows)
@@ -216,7 +242,8 @@ def main():
   print(rule)
   for row in rows:
     ms, mem = row["ms"], row["compiled"]
-    line = (f"| {row['tokens']} | {row['chunk']} | {ms['fused']:.1f} | "
+    rows, per_group, groups = row["plan"]
+    line = (f"| {row['tokens']} | {groups} x {per_group} x {rows} | {ms['fused']:.1f} | "
             f"{ms['materialised']:.1f} | {ms['fused'] / ms['materialised']:.2f} "
             f"({row['min_ms']['fused'] / row['min_ms']['materialised']:.2f}) | "
             f"{gib(mem['fused'])} | {gib(mem['materialised'])} | "

@@ -9,10 +9,12 @@ hidden states (a matmul in the input dtype with float32 accumulation), takes
 the divergence of each row, and -- when a gradient is wanted -- the gradient
 with respect to the student's logits in closed form, which it immediately
 pushes through the projection: the chunk's rows of dL/dh and its share of
-dL/dW (summed over chunks in float32). Nothing of size ``[B*T, V]`` exists at
-any time, and the backward pass only scales the saved gradients by the
-incoming cotangent, so value and gradient cost the same four matmuls as the
-materialised path.
+dL/dW (summed in float32). The memory is set by budgets, not by ``B*T``: no
+``[B*T, V]`` array in float32 is ever formed, and the logit gradients waiting
+for the dL/dW matmul (in the matmul dtype) take at most 1 GiB and at most the
+size of the float32 dL/dW sum itself. The backward pass only scales the saved
+gradients by the incoming cotangent, so value and gradient cost the same four
+matmuls as the materialised path.
 
 Why the gradient is computed in the forward pass: dL/dW is a sum over every
 token, so a backward pass that started from the cotangent would have to redo
@@ -25,10 +27,14 @@ per-token values and pays for the second scan in its backward pass.
 
 Chunking: both softmaxes need a normaliser over the whole vocabulary, so the
 scan runs over tokens, never over the vocabulary. The chunk size comes from a
-memory budget (one float32 ``[chunk, V]`` array of at most 512 MiB: 1024 rows at
-``V = 128256``); when all tokens fit in one chunk there is no scan at all.
+memory budget (one float32 ``[chunk, V]`` array of at most 512 MiB: 1024 rows
+at ``V = 128256``); when all tokens fit in one chunk there is no scan at all.
+Consecutive chunks form groups whose logit gradients (in the matmul dtype)
+enter dL/dW through one matmul, so the float32 sum of dL/dW is read and
+written once per group instead of once per chunk -- at large vocabularies
+that traffic would otherwise cost about as much as the divergence itself.
 Chunks that do not divide the token count are handled by padding the last one
-with masked rows.
+with masked rows. `fused_chunk_plan` gives the sizes.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ import numpy as np
 from divlab import _checks
 from divlab.losses.reductions import reduce_loss
 
-__all__ = ["FUSED_DIVERGENCES", "fused_chunk_size", "fused_linear_divergence"]
+__all__ = ["FUSED_DIVERGENCES", "fused_chunk_plan", "fused_linear_divergence"]
 
 ArrayLike = jax.typing.ArrayLike
 
@@ -53,37 +59,74 @@ FUSED_DIVERGENCES = ("kl", "reverse_kl", "js", "tv")
 # Budget for one float32 [chunk, V] array; a chunk holds a few such arrays
 # (both models' logits, the gradient) at once.
 _CHUNK_BUDGET_BYTES = 512 * 2**20
+# Budget for the logit gradients of a group of chunks, kept in the matmul
+# dtype until one matmul adds the group's share of dL/dW.
+_GROUP_BUDGET_BYTES = 2**30
 # Chunk rows are a multiple of this, so bf16 tiles stay whole.
 _ROW_ALIGNMENT = 16
 
 
-def fused_chunk_size(num_tokens: int, vocab_size: int,
-                       budget_bytes: int = _CHUNK_BUDGET_BYTES) -> int:
-  """Rows per chunk so that one float32 ``[rows, vocab_size]`` array fits the budget.
+def _ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
 
-  All tokens form one chunk when they fit; otherwise the chunks are balanced
-  (``ceil(num_tokens / num_chunks)`` rows, rounded up to a multiple of 16), so
-  the padded last chunk wastes less than 16 rows instead of up to a chunk.
+
+def _aligned(rows: int) -> int:
+  return _ceil_div(rows, _ROW_ALIGNMENT) * _ROW_ALIGNMENT
+
+
+def fused_chunk_plan(num_tokens: int, hidden_size: int, vocab_size: int, *,
+                     grad_itemsize: int = 2,
+                     chunk_size: Optional[int] = None) -> tuple[int, int, int]:
+  """How `fused_linear_divergence` cuts the tokens: (chunk rows, chunks per group, groups).
+
+  A chunk is the unit of the divergence: its float32 ``[rows, V]`` logits
+  stay under 512 MiB (1024 rows at ``V = 128256``) unless `chunk_size` says
+  otherwise. A group is the unit of the weight gradient: its chunks' logit
+  gradients (``grad_itemsize`` bytes each, the matmul dtype's) are kept and
+  enter ``dL/dW`` through one matmul, so the float32 running sum of ``dL/dW``
+  is read and written once per group rather than once per chunk (with one
+  group there is no running sum at all). A group's gradients take at most
+  1 GiB and at most the float32 ``[H, V]`` sum's own size, so they never
+  cost more memory than the sum they save traffic on. All tokens form one
+  chunk when they fit. Default sizes are balanced (equal groups, equal
+  chunks, rows rounded up to a multiple of 16), so padding stays small.
 
   Args:
-    num_tokens: the number of rows ``B*T`` to cover.
+    num_tokens: the number of rows ``B*T``.
+    hidden_size: the student's hidden size ``H``.
     vocab_size: the number of classes ``V``.
-    budget_bytes: the size allowed for one float32 ``[rows, V]`` array.
+    grad_itemsize: bytes per logit gradient (2 for bf16 inputs, 4 for f32).
+    chunk_size: rows per chunk, or None for the budget's choice.
 
   Returns:
-    The number of rows per chunk (``num_tokens`` itself for a single chunk).
+    ``(rows, chunks_per_group, num_groups)``; ``rows * chunks_per_group *
+    num_groups >= num_tokens``, the excess being masked padding rows.
 
   Example:
-    >>> fused_chunk_size(8192, 128256), fused_chunk_size(1000, 128256)
-    (1024, 1000)
+    >>> fused_chunk_plan(8192, 4096, 128256)  # bf16: 2 groups of 4 chunks
+    (1024, 4, 2)
+    >>> fused_chunk_plan(1000, 4096, 128256)  # fits: one chunk
+    (1000, 1, 1)
   """
-  max_rows = max(budget_bytes // (4 * vocab_size), _ROW_ALIGNMENT)
+  num_tokens = max(num_tokens, 1)
+  max_rows = max(_CHUNK_BUDGET_BYTES // (4 * vocab_size), _ROW_ALIGNMENT)
   max_rows -= max_rows % _ROW_ALIGNMENT
-  if num_tokens <= max_rows:
-    return max(num_tokens, 1)
-  num_chunks = -(-num_tokens // max_rows)
-  rows = -(-num_tokens // num_chunks)
-  return -(-rows // _ROW_ALIGNMENT) * _ROW_ALIGNMENT
+  if chunk_size is None and num_tokens <= max_rows:
+    return num_tokens, 1, 1
+  if chunk_size is not None and chunk_size >= num_tokens:
+    return num_tokens, 1, 1
+  group_rows = max(min(_GROUP_BUDGET_BYTES // (grad_itemsize * vocab_size),
+                       4 * hidden_size // grad_itemsize), 1)
+  if chunk_size is not None:
+    num_chunks = _ceil_div(num_tokens, chunk_size)
+    per_group = min(max(group_rows // chunk_size, 1), num_chunks)
+    num_groups = _ceil_div(num_chunks, per_group)
+    return chunk_size, _ceil_div(num_chunks, num_groups), num_groups
+  group_rows = max(group_rows, max_rows)
+  num_groups = _ceil_div(num_tokens, group_rows)
+  rows_per_group = _ceil_div(num_tokens, num_groups)
+  per_group = _ceil_div(rows_per_group, max_rows)
+  return _aligned(_ceil_div(rows_per_group, per_group)), per_group, num_groups
 
 
 # ----------------------------------------------------------------------------
@@ -171,15 +214,16 @@ def _add_weight_grad(total: Optional[jax.Array], hidden: jax.Array,
   """total + hidden^T grad_logits (just the product when `total` is None).
 
   The running sum is updated one vocabulary block at a time, so the float32
-  product of a chunk never needs a second ``[H, V]`` buffer next to the sum
-  (which would hold as much memory as the sum itself).
+  product never needs a second ``[H, V]`` buffer next to the sum (which
+  would hold as much memory as the sum itself).
   """
   if total is None:
     return jax.lax.dot_general(hidden, grad_logits, _CONTRACT_ROWS,
                                preferred_element_type=dtype)
   hidden_size, vocab = total.shape
-  blocks = max(1, -(-hidden_size * vocab * total.dtype.itemsize // _CHUNK_BUDGET_BYTES))
-  width = -(-vocab // blocks)
+  blocks = max(1, _ceil_div(hidden_size * vocab * total.dtype.itemsize,
+                            _CHUNK_BUDGET_BYTES))
+  width = _ceil_div(vocab, blocks)
   for start in range(0, vocab, width):
     stop = min(start + width, vocab)
     product = jax.lax.dot_general(hidden, grad_logits[:, start:stop], _CONTRACT_ROWS,
@@ -189,24 +233,20 @@ def _add_weight_grad(total: Optional[jax.Array], hidden: jax.Array,
   return total
 
 
-def _chunk(divergence, with_grads, params, row_weights, valid, student, teacher,
-           grad_sums=(None, None)):
+def _chunk(divergence, with_grads, params, student, teacher, rows):
   """Values (and gradients) of one chunk of rows.
 
-  Returns ``values [C]`` and, with `with_grads`, also the gradients of
-  ``sum_i row_weights_i D_i``: ``dh [C, H]`` in the hidden dtype, and ``dW
-  [H, V]``, ``db [V]`` (None without a bias) in the compute dtype, added to
-  the running sums `grad_sums` when those are given.
+  `rows` holds the chunk's ``(row_weights, valid, h_s, h_t)``; padding rows
+  must already be blanked. Returns ``values [C]`` and, with `with_grads`,
+  also for ``sum_i row_weights_i D_i``: ``dh [C, H]`` in the hidden dtype,
+  the logit gradients ``[C, V]`` in the matmul dtype (for dL/dW) and their
+  column sums ``[V]`` in the compute dtype (dL/db; None without a bias).
   """
   beta, temperature = params
-  h_s, w_s, b_s = student
-  h_t, w_t, b_t = teacher
+  _, w_s, b_s = student
+  _, w_t, b_t = teacher
+  row_weights, valid, h_s, h_t = rows
   dtype = beta.dtype
-  # Padding rows may hold anything; blanking them first keeps their values
-  # and gradients exactly zero.
-  keep = valid[:, None]
-  h_s = jnp.where(keep, h_s, 0)
-  h_t = jnp.where(keep, h_t, 0)
   inv_t = 1 / temperature
   s = _project(h_s, w_s, b_s, dtype) * inv_t
   t = _project(h_t, w_t, b_t, dtype) * inv_t
@@ -216,66 +256,85 @@ def _chunk(divergence, with_grads, params, row_weights, valid, student, teacher,
     return values
   # d/dz of D(z / T) is dD/ds / T, with z = h W + b.
   scale = jnp.where(valid, row_weights * inv_t, 0.0)[:, None]
-  grad_logits = jnp.where(keep, scale * grad, 0.0)
+  grad_logits = jnp.where(valid[:, None], scale * grad, 0.0)
   # The backward matmuls run in the forward's dtype, like autodiff's would.
   g = grad_logits.astype(jnp.result_type(h_s, w_s))
   dh = jax.lax.dot_general(g, w_s, _CONTRACT_VOCAB,
                            preferred_element_type=dtype).astype(h_s.dtype)
-  dw_sum, db_sum = grad_sums
-  dw = _add_weight_grad(dw_sum, h_s, g, dtype)
-  db = None
-  if b_s is not None:
-    db = jnp.sum(grad_logits, axis=0)
-    db = db if db_sum is None else db_sum + db
-  return values, dh, dw, db
+  db = None if b_s is None else jnp.sum(grad_logits, axis=0)
+  return values, dh, g, db
 
 
-def _split(x: jax.Array, num_chunks: int, rows: int, fill) -> jax.Array:
-  """[N, ...] -> [num_chunks, rows, ...], the tail padded with `fill`."""
-  pad = num_chunks * rows - x.shape[0]
+def _split(x: jax.Array, shape: tuple[int, ...], fill) -> jax.Array:
+  """[N, ...] -> [*shape, ...] (shape multiplies to >= N), the tail padded with `fill`."""
+  pad = math.prod(shape) - x.shape[0]
   if pad:
     x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
-  return x.reshape((num_chunks, rows) + x.shape[1:])
+  return x.reshape(shape + x.shape[1:])
 
 
-def _merge(x: jax.Array, num_rows: int) -> jax.Array:
-  """[num_chunks, rows, ...] -> [num_rows, ...] (drops the padding)."""
-  return x.reshape((-1,) + x.shape[2:])[:num_rows]
+def _merge(x: jax.Array, depth: int, num_rows: int) -> jax.Array:
+  """Undoes `_split` over the first `depth` axes and drops the padding."""
+  return x.reshape((-1,) + x.shape[depth:])[:num_rows]
 
 
-def _scan_chunks(divergence, rows, with_grads, params, row_weights, valid,
+def _scan_chunks(divergence, plan, with_grads, params, row_weights, valid,
                  student, teacher):
-  """Runs `_chunk` over all tokens; returns values [N] (and summed gradients)."""
+  """Runs `_chunk` over all tokens; returns values [N] (and the gradients).
+
+  `plan` is ``(rows, chunks_per_group, num_groups)`` from `fused_chunk_plan`.
+  Values alone need no groups: one scan over the chunks. With gradients, an
+  inner scan over a group's chunks stacks their logit gradients, one matmul
+  turns them into the group's share of dL/dW, and an outer scan over groups
+  carries the float32 sums of dL/dW and dL/db.
+  """
   h_s, w_s, b_s = student
   h_t, w_t, b_t = teacher
+  dtype = params[0].dtype
   num_tokens = h_s.shape[0]
-  num_chunks = -(-num_tokens // rows)
   if row_weights is None:  # values only: the weights are never read
-    row_weights = jnp.zeros(valid.shape, params[0].dtype)
-  chunk = functools.partial(_chunk, divergence, with_grads, params)
-  if num_chunks == 1:
-    out = chunk(row_weights, valid, student, teacher)
-    return out if with_grads else (out,)
+    row_weights = jnp.zeros(valid.shape, dtype)
+  # Padding rows may hold anything; blanking them first keeps their values
+  # and gradients exactly zero.
+  h_s = jnp.where(valid[:, None], h_s, 0)
+  h_t = jnp.where(valid[:, None], h_t, 0)
+  rows, per_group, num_groups = plan
+  chunk = functools.partial(_chunk, divergence, with_grads, params, student, teacher)
 
-  xs = (_split(row_weights, num_chunks, rows, 0), _split(valid, num_chunks, rows, False),
-        _split(h_s, num_chunks, rows, 0), _split(h_t, num_chunks, rows, 0))
-
-  def step(grad_sums, x):
-    weights_c, valid_c, h_s_c, h_t_c = x
-    out = chunk(weights_c, valid_c, (h_s_c, w_s, b_s), (h_t_c, w_t, b_t), grad_sums)
-    if not with_grads:
-      return grad_sums, out
-    values, dh, dw, db = out
-    return (dw, db), (values, dh)
+  def split(shape):
+    return (_split(row_weights, shape, 0), _split(valid, shape, False),
+            _split(h_s, shape, 0), _split(h_t, shape, 0))
 
   if not with_grads:
-    _, values = jax.lax.scan(step, None, xs)
-    return (_merge(values, num_tokens),)
-  dtype = params[0].dtype
+    num_chunks = _ceil_div(num_tokens, rows)
+    if num_chunks == 1:
+      return (chunk((row_weights, valid, h_s, h_t)),)
+    _, values = jax.lax.scan(lambda c, x: (c, chunk(x)), None, split((num_chunks, rows)))
+    return (_merge(values, 2, num_tokens),)
+
+  def group(sums, xs):
+    """One group's chunks -> (values, dh) and the updated gradient sums."""
+    dw_sum, db_sum = sums
+    if per_group == 1:
+      values, dh, g, db = chunk(jax.tree_util.tree_map(lambda x: x[0], xs))
+      values, dh, g = values[None], dh[None], g[None]
+    else:
+      _, (values, dh, g, db) = jax.lax.scan(lambda c, x: (c, chunk(x)), None, xs)
+      db = None if db is None else jnp.sum(db, axis=0)
+    hidden = xs[2].reshape(-1, xs[2].shape[-1])
+    dw = _add_weight_grad(dw_sum, hidden, g.reshape(-1, g.shape[-1]), dtype)
+    if db is not None and db_sum is not None:
+      db = db_sum + db
+    return (dw, db), (values, dh)
+
+  if num_groups == 1:
+    (dw, db), (values, dh) = group((None, None), split((per_group, rows)))
+    return _merge(values, 2, num_tokens), _merge(dh, 2, num_tokens), dw, db
   init = (jnp.zeros(w_s.shape, dtype),
           None if b_s is None else jnp.zeros(b_s.shape, dtype))
-  (dw, db), (values, dh) = jax.lax.scan(step, init, xs)
-  return _merge(values, num_tokens), _merge(dh, num_tokens), dw, db
+  (dw, db), (values, dh) = jax.lax.scan(group, init,
+                                        split((num_groups, per_group, rows)))
+  return _merge(values, 3, num_tokens), _merge(dh, 3, num_tokens), dw, db
 
 
 # ----------------------------------------------------------------------------
@@ -283,15 +342,15 @@ def _scan_chunks(divergence, rows, with_grads, params, row_weights, valid,
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _weighted_sum(divergence, rows, params, row_weights, valid, student, teacher):
+def _weighted_sum(divergence, plan, params, row_weights, valid, student, teacher):
   """sum_i row_weights_i D_i; its forward pass also forms the gradient."""
-  (values,) = _scan_chunks(divergence, rows, False, params, row_weights, valid,
+  (values,) = _scan_chunks(divergence, plan, False, params, row_weights, valid,
                            student, teacher)
   return jnp.sum(row_weights * values)
 
 
-def _weighted_sum_fwd(divergence, rows, params, row_weights, valid, student, teacher):
-  values, dh, dw, db = _scan_chunks(divergence, rows, True, params, row_weights,
+def _weighted_sum_fwd(divergence, plan, params, row_weights, valid, student, teacher):
+  values, dh, dw, db = _scan_chunks(divergence, plan, True, params, row_weights,
                                     valid, student, teacher)
   _, w_s, b_s = student
   # Saved in the student's dtypes: the backward pass only rescales them.
@@ -306,8 +365,8 @@ def _scaled(g: jax.Array, x: Optional[jax.Array]) -> Optional[jax.Array]:
   return (g * x.astype(g.dtype)).astype(x.dtype)
 
 
-def _weighted_sum_bwd(divergence, rows, residuals, g):
-  del divergence, rows
+def _weighted_sum_bwd(divergence, plan, residuals, g):
+  del divergence, plan
   values, dh, dw, db = residuals
   student_grads = (_scaled(g, dh), _scaled(g, dw), _scaled(g, db))
   return (None, None), g * values, None, student_grads, (None, None, None)
@@ -317,21 +376,21 @@ _weighted_sum.defvjp(_weighted_sum_fwd, _weighted_sum_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _per_token(divergence, rows, params, valid, student, teacher):
+def _per_token(divergence, plan, params, valid, student, teacher):
   """D_i for every token (reduction 'none'); the backward pass rescans."""
-  (values,) = _scan_chunks(divergence, rows, False, params, None, valid,
+  (values,) = _scan_chunks(divergence, plan, False, params, None, valid,
                            student, teacher)
   return values
 
 
-def _per_token_fwd(divergence, rows, params, valid, student, teacher):
-  values = _per_token(divergence, rows, params, valid, student, teacher)
+def _per_token_fwd(divergence, plan, params, valid, student, teacher):
+  values = _per_token(divergence, plan, params, valid, student, teacher)
   return values, (params, valid, student, teacher)
 
 
-def _per_token_bwd(divergence, rows, residuals, g):
+def _per_token_bwd(divergence, plan, residuals, g):
   params, valid, student, teacher = residuals
-  _, dh, dw, db = _scan_chunks(divergence, rows, True, params, g, valid,
+  _, dh, dw, db = _scan_chunks(divergence, plan, True, params, g, valid,
                                student, teacher)
   _, w_s, b_s = student
   student_grads = (dh, dw.astype(w_s.dtype),
@@ -498,16 +557,16 @@ def fused_linear_divergence(student_hidden: ArrayLike,
   params = tuple(jax.lax.stop_gradient(jnp.asarray(x, dtype))
                  for x in (beta, temperature))
   num_tokens = int(np.prod(leading_shape))
-  rows = (fused_chunk_size(num_tokens, w_s.shape[1]) if chunk_size is None
-          else min(int(chunk_size), max(num_tokens, 1)))
+  plan = fused_chunk_plan(num_tokens, w_s.shape[0], w_s.shape[1], chunk_size=chunk_size,
+                          grad_itemsize=jnp.result_type(h_s, w_s).itemsize)
   student = (h_s.reshape(num_tokens, h_s.shape[-1]), w_s, b_s)
   teacher = jax.tree_util.tree_map(
       jax.lax.stop_gradient, (h_t.reshape(num_tokens, h_t.shape[-1]), w_t, b_t))
   valid = mask.reshape(num_tokens)
 
   if reduction == "none":
-    values = _per_token(divergence, rows, params, valid, student, teacher)
+    values = _per_token(divergence, plan, params, valid, student, teacher)
     return reduce_loss(values.reshape(leading_shape), "none", where=mask)
   row_weights = _reduction_weights(reduction, mask, normalizer, dtype)
-  return _weighted_sum(divergence, rows, params, row_weights.reshape(num_tokens),
+  return _weighted_sum(divergence, plan, params, row_weights.reshape(num_tokens),
                        valid, student, teacher)

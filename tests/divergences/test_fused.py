@@ -115,8 +115,11 @@ def test_matches_materialised_with_mask_bias_and_padded_chunks(divergence):
 
 def test_weight_gradient_summed_in_vocabulary_blocks(monkeypatch):
   # At vocabulary scale the running dW sum is updated in vocabulary blocks;
-  # a tiny budget forces that path here (3 blocks of 17, 17 and 16 classes).
+  # a tiny budget forces that path here (3 blocks of 17, 17 and 16 classes),
+  # over 3 groups of 2 chunks of 4 tokens.
   monkeypatch.setattr(fused, "_CHUNK_BUDGET_BYTES", HIDDEN * VOCAB * 4 // 3)
+  assert fused.fused_chunk_plan(TOKENS, HIDDEN, VOCAB, grad_itemsize=4,
+                                chunk_size=4) == (4, 2, 3)
   value, grads = value_and_grads(fused_loss("reverse_kl"), INPUTS)
   ref_value, ref_grads = value_and_grads(materialised_loss("reverse_kl"), INPUTS)
   np.testing.assert_allclose(value, ref_value, rtol=1e-5)
@@ -330,14 +333,25 @@ def test_compiled_memory_is_at_least_4x_below_materialised():
 # Chunk sizes and bad inputs.
 
 
-def test_default_chunk_size_follows_the_memory_budget():
-  assert fused.fused_chunk_size(8192, 128256) == 1024
-  assert fused.fused_chunk_size(1024, 128256) == 1024  # fits: one chunk
-  assert fused.fused_chunk_size(1000, 128256) == 1000
-  assert fused.fused_chunk_size(4096, 32000) == 4096
-  # Balanced chunks: 5000 tokens in 5 chunks of 1008 rows, not 4 of 1024 + 904.
-  assert fused.fused_chunk_size(5000, 128256) == 1008
-  assert fused.fused_chunk_size(10, 10**9) == 10
+def test_chunk_plan_follows_the_memory_budgets():
+  plan = fused.fused_chunk_plan
+  # bf16 at LLM scale: chunks of 1024 rows, gradients of 4 chunks per dW matmul.
+  assert plan(8192, 4096, 128256) == (1024, 4, 2)
+  assert plan(8192, 4096, 128256, grad_itemsize=4) == (1024, 2, 4)
+  assert plan(4096, 4096, 128256) == (1024, 4, 1)  # one group: no running sum
+  assert plan(1024, 4096, 128256) == (1024, 1, 1)  # fits: one chunk
+  assert plan(1000, 4096, 128256) == (1000, 1, 1)
+  # Balanced: 5000 tokens in 2 x 3 chunks of 848 rows (88 padding rows).
+  assert plan(5000, 4096, 128256) == (848, 3, 2)
+  # A group's gradients never outweigh the float32 [H, V] sum: 4 H / 4 rows.
+  assert plan(4096, 256, 32000, grad_itemsize=4, chunk_size=512) == (512, 1, 8)
+  assert plan(TOKENS, HIDDEN, VOCAB, grad_itemsize=4, chunk_size=4) == (4, 2, 3)
+  assert plan(TOKENS, HIDDEN, VOCAB, chunk_size=100) == (TOKENS, 1, 1)
+  for tokens in (1, 17, 1000, 4097, 70000):
+    rows, per_group, groups = plan(tokens, 4096, 128256)
+    assert rows * per_group * groups >= tokens
+    assert rows * per_group * groups - tokens < 16 * per_group * groups + rows
+    assert rows <= 1024 + 16
 
 
 def test_bad_inputs_raise_value_errors_naming_the_argument():
