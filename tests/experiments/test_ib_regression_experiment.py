@@ -41,6 +41,20 @@ class TestModelSelection:
     chosen = {r["method"]: r["beta"] for r in experiment.select_betas(rows)}
     assert chosen == {"cs_ib": 0.1, "mse": 0.0}
 
+  def test_optimistic_protocol_selects_step_and_beta_on_test(self):
+    history = [_history_entry(10, 0.9, 0.1, 0.5), _history_entry(20, 0.4, 0.7, 0.8),
+               _history_entry(30, 0.5, 0.05, 0.3)]
+    chosen = experiment.select_step(history, [0.0])
+    assert chosen["test_mse"] == 0.7                      # validation's step (20)
+    assert chosen["test_mse_selected_on_test"] == 0.05    # the lowest test error
+    rows = [{"dataset": "d", "method": "cs_ib", "beta": b, "val_rmse": v,
+             "test_rmse": t, "test_rmse_std": 0.0, "test_rmse_on_test": o,
+             "test_rmse_on_test_std": 0.0, "seeds": 2}
+            for b, v, t, o in ((0.01, 1.0, 0.9, 0.5), (0.1, 0.8, 1.1, 0.7))]
+    (row,) = experiment.select_betas_on_test(rows)
+    assert (row["beta_on_val"], row["test_rmse_val_selected"]) == (0.1, 1.1)
+    assert (row["beta_on_test"], row["test_rmse_test_selected"]) == (0.01, 0.5)
+
   def test_no_logged_evaluation_raises(self):
     with pytest.raises(ValueError, match="eval_every"):
       experiment.select_step([{"step": 5, "train_loss": 1.0}], [0.0])
@@ -71,12 +85,20 @@ def test_regression_smoke_end_to_end_and_resume(tmp_path):
   robustness = json.loads((tmp_path / "robustness.json").read_text())["rows"]
   for row in robustness:
     assert row["rmse_eps0.1"] >= row["rmse_eps0"] - 1e-6
+  # Selecting on test can only look better: its minimum runs over a superset.
+  optimistic = json.loads((tmp_path / "optimistic.json").read_text())["rows"]
+  assert {r["method"] for r in optimistic} == set(config.methods)
+  for row in optimistic:
+    assert row["test_rmse_test_selected"] <= row["test_rmse_val_selected"] + 1e-9
   sweep = json.loads((tmp_path / "sweep.json").read_text())["rows"]
   assert {r["method"] for r in sweep} == set(config.methods)
   assert all(np.isfinite(r["i_xt"]) and np.isfinite(r["i_yt"]) for r in sweep)
   assert (tmp_path / "information_plane.png").stat().st_size > 0
   text = (tmp_path / "results.md").read_text()
-  assert "FGSM" in text and "cs_ib" in text
+  assert "FGSM" in text and "cs_ib" in text and "Optimistic" in text
+  # The three CS-IB variants train different objectives, so their models differ.
+  cs_rows = {r["method"]: r["test_rmse"] for r in results if r["method"].startswith("cs_ib")}
+  assert len(cs_rows) == 3 and len({round(v, 6) for v in cs_rows.values()}) == 3
   # Re-running the same workdir trains nothing and rebuilds the same table.
   marker = tmp_path / "runs" / "divlab_diabetes" / "cs_ib_beta0.1_seed0" / "summary.json"
   before = marker.stat().st_mtime_ns
