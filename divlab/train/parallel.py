@@ -101,7 +101,14 @@ def maybe_initialize_distributed(force: Optional[bool] = None, *,
   if jax.config.jax_cpu_collectives_implementation in (None, "none"):
     # Without it, CPU devices of different processes cannot run collectives.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None})
+  try:
+    jax.distributed.initialize(**{k: v for k, v in explicit.items() if v is not None})
+  except ValueError as err:
+    # Outside a cluster jax detects, it cannot know the job's size or rank.
+    raise ValueError(
+        f"jax.distributed.initialize failed ({err}): outside SLURM, Open MPI or a "
+        "TPU pod give --coordinator_address, --num_processes and --process_id "
+        f"(or JAX_COORDINATOR_ADDRESS, {NUM_PROCESSES_ENV}, {PROCESS_ID_ENV}).") from err
   logging.info("jax.distributed: process %d of %d, %d global devices",
                jax.process_index(), jax.process_count(), jax.device_count())
   return True

@@ -168,6 +168,19 @@ def test_usage_error_is_one_line_and_writes_nothing(case, tmp_path, monkeypatch)
   assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_coordinator_address_alone_names_the_missing_settings(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  env = {**os.environ, "JAX_COORDINATOR_ADDRESS": "localhost:1", "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-m", "divlab.run", *SMOKE,
+                        f"--workdir={tmp_path / 'run'}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  (line,) = error_lines(out.stderr)
+  assert "Number of processes must be defined" in line
+  assert "--num_processes and --process_id" in line and "DIVLAB_PROCESS_ID" in line
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
                     reason="root writes into read-only directories")
 def test_read_only_workdir_is_refused(tmp_path):
