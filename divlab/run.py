@@ -217,12 +217,7 @@ def reopen_corrupt_subruns(workdir: pathlib.Path) -> list[str]:
         continue
       print(f"WARNING: checkpoint at step {step} in {folder} is corrupt ({reason}); "
             "set aside, the previous one is used.", flush=True)
-      corrupt_dir = folder.parent / f"{folder.name}_corrupt"
-      corrupt_dir.mkdir(exist_ok=True)
-      target, suffix = corrupt_dir / str(step), 1
-      while target.exists():
-        target, suffix = corrupt_dir / f"{step}.{suffix}", suffix + 1
-      (folder / str(step)).rename(target)
+      checkpoint.set_aside(folder / str(step))
       newest_bad = newest_bad or step == steps[-1]
     if newest_bad:
       run_dir = folder.parent

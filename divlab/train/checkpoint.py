@@ -101,6 +101,22 @@ def _agreed(reason: Optional[str]) -> Optional[str]:
   return reason
 
 
+def set_aside(step_dir: str | pathlib.Path) -> pathlib.Path:
+  """Moves a bad step folder ``<dir>/<step>`` to ``<dir>_corrupt/<step>``.
+
+  Kept for inspection rather than deleted; a second bad copy of the same step
+  gets a ``.1``, ``.2``, ... suffix. Returns where the folder went.
+  """
+  step_dir = pathlib.Path(step_dir)
+  corrupt_dir = step_dir.parent.parent / f"{step_dir.parent.name}_corrupt"
+  corrupt_dir.mkdir(parents=True, exist_ok=True)
+  target, suffix = corrupt_dir / step_dir.name, 1
+  while target.exists():
+    target, suffix = corrupt_dir / f"{step_dir.name}.{suffix}", suffix + 1
+  shutil.move(str(step_dir), str(target))
+  return target
+
+
 class Checkpointer:
   """A thin wrapper over ``orbax.checkpoint.CheckpointManager`` with checksums.
 
@@ -159,16 +175,8 @@ class Checkpointer:
                f"({reason}); falling back to the previous one.")
     logging.warning("%s", message)
     print(f"WARNING: {message}", flush=True)
-    if jax.process_index() == 0:
-      corrupt_dir = self.directory.parent / f"{self.directory.name}_corrupt"
-      corrupt_dir.mkdir(parents=True, exist_ok=True)
-      target = corrupt_dir / str(step)
-      suffix = 1
-      while target.exists():
-        target = corrupt_dir / f"{step}.{suffix}"
-        suffix += 1
-      if self.step_dir(step).exists():
-        shutil.move(str(self.step_dir(step)), str(target))
+    if jax.process_index() == 0 and self.step_dir(step).exists():
+      set_aside(self.step_dir(step))
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f"divlab_checkpoint_set_aside_{step}")
