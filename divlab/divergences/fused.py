@@ -213,24 +213,34 @@ def _add_weight_grad(total: Optional[jax.Array], hidden: jax.Array,
                      grad_logits: jax.Array, dtype) -> jax.Array:
   """total + hidden^T grad_logits (just the product when `total` is None).
 
-  The running sum is updated one vocabulary block at a time, so the float32
-  product never needs a second ``[H, V]`` buffer next to the sum (which
-  would hold as much memory as the sum itself).
+  The running sum is updated a block of hidden units (rows of dL/dW) at a
+  time, in a loop, so the float32 product never needs a second ``[H, V]``
+  buffer next to the sum (which would hold as much memory as the sum
+  itself); a loop rather than unrolled blocks, so that the compiler cannot
+  schedule all the block products before the first update. Row blocks are
+  contiguous in the sum, and the large `grad_logits` operand is read whole.
   """
   if total is None:
     return jax.lax.dot_general(hidden, grad_logits, _CONTRACT_ROWS,
                                preferred_element_type=dtype)
   hidden_size, vocab = total.shape
-  blocks = max(1, _ceil_div(hidden_size * vocab * total.dtype.itemsize,
-                            _CHUNK_BUDGET_BYTES))
-  width = _ceil_div(vocab, blocks)
-  for start in range(0, vocab, width):
-    stop = min(start + width, vocab)
-    product = jax.lax.dot_general(hidden, grad_logits[:, start:stop], _CONTRACT_ROWS,
+  needed = _ceil_div(hidden_size * vocab * total.dtype.itemsize, _CHUNK_BUDGET_BYTES)
+  # Equal blocks (a divisor of H), so that no slice is clamped at the edge.
+  blocks = next(b for b in range(max(needed, 1), hidden_size + 1) if hidden_size % b == 0)
+  if blocks == 1:
+    return total + jax.lax.dot_general(hidden, grad_logits, _CONTRACT_ROWS,
+                                       preferred_element_type=dtype)
+  height = hidden_size // blocks
+
+  def add_block(i, total):
+    start = i * height
+    hidden_block = jax.lax.dynamic_slice_in_dim(hidden, start, height, axis=1)
+    product = jax.lax.dot_general(hidden_block, grad_logits, _CONTRACT_ROWS,
                                   preferred_element_type=dtype)
-    block = jax.lax.slice_in_dim(total, start, stop, axis=1) + product
-    total = jax.lax.dynamic_update_slice_in_dim(total, block, start, axis=1)
-  return total
+    block = jax.lax.dynamic_slice_in_dim(total, start, height, axis=0) + product
+    return jax.lax.dynamic_update_slice_in_dim(total, block, start, axis=0)
+
+  return jax.lax.fori_loop(0, blocks, add_block, total)
 
 
 def _chunk(divergence, with_grads, params, student, teacher, rows):

@@ -113,10 +113,10 @@ def test_matches_materialised_with_mask_bias_and_padded_chunks(divergence):
   assert np.all(np.asarray(grads[0])[1] == 0)
 
 
-def test_weight_gradient_summed_in_vocabulary_blocks(monkeypatch):
-  # At vocabulary scale the running dW sum is updated in vocabulary blocks;
-  # a tiny budget forces that path here (3 blocks of 17, 17 and 16 classes),
-  # over 3 groups of 2 chunks of 4 tokens.
+def test_weight_gradient_summed_in_blocks_of_hidden_units(monkeypatch):
+  # At vocabulary scale the running dW sum is updated a few rows at a time;
+  # a tiny budget forces that path here (4 blocks of 2 hidden units), over
+  # 3 groups of 2 chunks of 4 tokens.
   monkeypatch.setattr(fused, "_CHUNK_BUDGET_BYTES", HIDDEN * VOCAB * 4 // 3)
   assert fused.fused_chunk_plan(TOKENS, HIDDEN, VOCAB, grad_itemsize=4,
                                 chunk_size=4) == (4, 2, 3)
