@@ -77,6 +77,47 @@ def broadcast_mask(mask: Optional[jax.typing.ArrayLike], shape: tuple[int, ...],
   return jnp.broadcast_to(mask.astype(bool), shape)
 
 
+
+def example_mask(where: Optional[jax.typing.ArrayLike],
+                 logits_shape: tuple[int, ...],
+                 name: str = "where") -> Optional[jax.Array]:
+  """A loss's per-example mask for logits ``[..., C]``, as a ``[...]`` array.
+
+  In the losses ``where`` marks examples (positions), while in the divergences
+  it marks classes (entries of the distribution). So that a class mask can never
+  be read as an example mask, the shape must be exact: ``[...]`` (the logits
+  without the class axis) or ``[..., 1]``. No other broadcasting is done. When
+  the last batch axis has the size of the class axis (``B == C``), a ``[...]``
+  mask could be either, so only the ``[..., 1]`` form is accepted there.
+
+  Args:
+    where: None, or a boolean mask of shape ``[...]`` or ``[..., 1]``.
+    logits_shape: the logits' shape ``[..., C]``.
+    name: the argument's name for the error message.
+
+  Returns:
+    None, or the mask as a boolean array of shape ``[...]``.
+  """
+  if where is None:
+    return None
+  where = jnp.asarray(where)
+  batch_shape, num_classes = tuple(logits_shape[:-1]), logits_shape[-1]
+  keepdims_shape = batch_shape + (1,)
+  if where.shape == keepdims_shape:
+    return where[..., 0].astype(bool)
+  if where.shape != batch_shape:
+    raise ValueError(
+        f"`{name}` marks examples: it must have shape {batch_shape} or "
+        f"{keepdims_shape} (logits {tuple(logits_shape)} without the class "
+        f"axis), got {where.shape}. A class mask goes to `class_where`.")
+  if batch_shape and batch_shape[-1] == num_classes:
+    raise ValueError(
+        f"`{name}` of shape {where.shape} is ambiguous: the batch axis and the "
+        f"class axis both have size {num_classes}. Pass the example mask with "
+        f"shape {keepdims_shape}, or a class mask as `class_where`.")
+  return where.astype(bool)
+
+
 def check_floating(x: jax.typing.ArrayLike, name: str) -> None:
   """Raises ValueError unless `x` has a floating dtype."""
   if not jnp.issubdtype(jnp.result_type(x), jnp.floating):

@@ -7,12 +7,17 @@ Conventions shared by every loss here:
   log-softmax), so log-probabilities work too.
 * The teacher is a constant: every loss applies ``jax.lax.stop_gradient`` to the
   teacher logits, so no gradient ever reaches the teacher.
-* ``where`` (shape broadcastable to ``[...]``) marks the valid positions, e.g.
-  non-padding tokens. A padded position gives exactly 0 and a zero gradient,
-  whatever its logits hold (they are replaced by zeros before any arithmetic).
+* ``where`` marks the valid positions (examples), e.g. non-padding tokens. Its
+  shape is exactly ``[...]`` or ``[..., 1]``, never broadcast, so a class mask
+  cannot be read as an example mask; when the last batch axis has the size of
+  the class axis only ``[..., 1]`` is accepted (see `divlab._checks.example_mask`).
+  A padded position gives exactly 0 and a zero gradient, whatever its logits
+  hold (they are replaced by zeros before any arithmetic).
 * ``class_where`` (broadcastable to ``[..., C]``) marks the classes (vocabulary
   entries) to include; an excluded class behaves exactly like a ``-inf`` logit
-  in both the student and the teacher.
+  in both the student and the teacher. This is what ``where`` means in
+  `divlab.divergences`. A hard label in an excluded class is refused
+  (ValueError) for concrete inputs and gives NaN under ``jit``.
 * Per-example losses return ``[...]`` and take ``reduction=`` ('none' by
   default), which is delegated to `divlab.losses.reduce_loss`. The two
   batch-relational losses (`sinkhorn_kd`, `dist`) need the whole batch and
@@ -116,10 +121,28 @@ def _check_labels(labels: ArrayLike, logits: jax.Array,
 
 
 def _label_nll(student: jax.Array, labels: jax.Array,
-               class_where: Optional[ArrayLike]) -> jax.Array:
-  """-log softmax(student)_y with the class mask applied (hard-label CE)."""
+               class_where: Optional[ArrayLike],
+               position_mask: Optional[jax.Array] = None) -> jax.Array:
+  """-log softmax(student)_y with the class mask applied (hard-label CE).
+
+  A label in a class that ``class_where`` excludes has probability 0, so its
+  cross-entropy would be a silent ``inf``: with concrete inputs it is refused
+  (ValueError naming ``labels``), under ``jit`` the value is NaN instead.
+  """
   log_probs = divergences.masked_log_softmax(student, where=class_where)
-  return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+  nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+  if class_where is None:
+    return nll
+  class_mask = jnp.broadcast_to(jnp.asarray(class_where, bool), student.shape)
+  label_kept = jnp.take_along_axis(class_mask, labels[..., None], axis=-1)[..., 0]
+  if position_mask is not None:  # padded positions carry a placeholder label
+    label_kept = label_kept | ~position_mask
+  if not isinstance(label_kept, jax.core.Tracer) and not bool(jnp.all(label_kept)):
+    first = tuple(int(i) for i in np.argwhere(~np.asarray(label_kept))[0])
+    raise ValueError(
+        f"`labels` at position {first} is class {int(labels[first])}, which "
+        "`class_where` excludes (its probability is 0, the loss would be inf).")
+  return jnp.where(label_kept, nll, jnp.nan)
 
 
 def _very_negative(dtype) -> float:
@@ -145,7 +168,7 @@ def _hard_plus_soft(student_logits, teacher_logits, labels, soft_fn, *,
   student, teacher = _logit_pair(student_logits, teacher_logits)
   _checks.check_positive(temperature, "temperature")
   _checks.check_in_range(alpha, "alpha", 0.0, 1.0)
-  position_mask = _checks.broadcast_mask(where, student.shape[:-1], "where")
+  position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
@@ -164,7 +187,7 @@ def _hard_plus_soft(student_logits, teacher_logits, labels, soft_fn, *,
     values = soft
   else:
     labels = _check_labels(labels, student, position_mask)
-    hard = _label_nll(student, labels, class_where)
+    hard = _label_nll(student, labels, class_where, position_mask)
     values = (1 - alpha) * hard if alpha_is_zero else (
         (1 - alpha) * hard + alpha * soft)
   return reduce_loss(values, reduction, where=position_mask)
@@ -522,7 +545,7 @@ def alpha_kd(student_logits: ArrayLike,
                      f"{alpha_min} and {alpha_max}.")
   _checks.check_positive(iw_clip, "iw_clip")
   student, teacher = _logit_pair(student_logits, teacher_logits)
-  position_mask = _checks.broadcast_mask(where, student.shape[:-1], "where")
+  position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
@@ -562,7 +585,7 @@ def _sinkhorn_cost_and_plan(student_logits, teacher_logits, *, temperature,
     raise ValueError(
         f"`num_iters` must be a positive Python int, got {num_iters!r}.")
   batch = student.shape[0]
-  position_mask = _checks.broadcast_mask(where, (batch,), "where")
+  position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
@@ -756,7 +779,7 @@ def plackett_luce(student_logits: ArrayLike,
   _checks.check_same_shape(scores, ranking, "student_logits", "ranking")
   weights = _as_float(weights, "weights")
   _checks.check_same_shape(scores, weights, "student_logits", "weights")
-  position_mask = _checks.broadcast_mask(where, scores.shape[:-1], "where")
+  position_mask = _checks.example_mask(where, scores.shape)
   class_mask = _checks.broadcast_mask(class_where, scores.shape, "class_where")
   ranking = ranking.astype(jnp.int32)
   weights = weights.astype(scores.dtype)
@@ -803,7 +826,7 @@ def _teacher_optimal_ranking(teacher: jax.Array, labels: jax.Array,
 
 def _ranking_inputs(student_logits, teacher_logits, labels, where, class_where):
   student, teacher = _logit_pair(student_logits, teacher_logits)
-  position_mask = _checks.broadcast_mask(where, student.shape[:-1], "where")
+  position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
@@ -992,7 +1015,7 @@ def dist(student_logits: ArrayLike,
     raise ValueError(f"`student_logits` must have shape [B, C] (DIST "
                      f"correlates across the batch), got {student.shape}.")
   _checks.check_positive(temperature, "temperature")
-  position_mask = _checks.broadcast_mask(where, student.shape[:1], "where")
+  position_mask = _checks.example_mask(where, student.shape)
   class_mask = _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
@@ -1098,7 +1121,7 @@ def dual_head_kd(prob_head_logits: ArrayLike,
   _checks.check_same_shape(prob_head, teacher, "prob_head_logits",
                            "teacher_logits")
   _checks.check_positive(temperature, "temperature")
-  position_mask = _checks.broadcast_mask(where, teacher.shape[:-1], "where")
+  position_mask = _checks.example_mask(where, teacher.shape)
   class_mask = _checks.broadcast_mask(class_where, teacher.shape, "class_where")
   logit_head = _blank_padding(logit_head, position_mask)
   teacher = _blank_padding(teacher, position_mask)
@@ -1227,7 +1250,7 @@ def ofa_kd(student_logits: ArrayLike,
   """
   student, teacher = _logit_pair(student_logits, teacher_logits)
   _checks.check_positive(temperature, "temperature")
-  position_mask = _checks.broadcast_mask(where, student.shape[:-1], "where")
+  position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
   teacher = _blank_padding(teacher, position_mask)
