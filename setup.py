@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "chex>=0.1.90",
     "ott-jax>=0.5.0",
     "grain>=0.2.12",
+    "array-record>=0.8",  # divlab.data.records reads array_record shards directly
     "scikit-learn>=1.5",
     "scipy>=1.11",  # divlab.eval.membership (ROC statistics)
     "mnist1d>=0.0.2",

@@ -46,6 +46,7 @@ from divlab.data.streaming import first_examples
 from divlab.data.streaming import GrainLoader
 from divlab.data.streaming import make_loader
 from divlab.data.streaming import open_split
+from divlab.data.streaming import supervised_from_columns
 from divlab.data.streaming import TfdsSplit
 from divlab.data.text_builder import prepare_text
 
@@ -68,6 +69,7 @@ __all__ = [
     "prepare_text",
     "ring_gmm_means",
     "sample_noisy_regression",
+    "supervised_from_columns",
     "sample_ring_gmm",
     "sequences",
     "synthetic",

@@ -9,11 +9,14 @@ switch between the two loaders, or resume one's checkpoint with the other, and
 see the same batches bit for bit.
 
 What differs is where records come from. Instead of gathering rows of arrays
-held in memory, a grain pipeline reads each batch's records lazily from a
-random-access source (``tfds.data_source``: array_record, no TensorFlow),
-decodes and collates them in background threads (and optionally in worker
-processes, ``num_workers``), and keeps ``prefetch`` batches ready ahead of the
-training step. Grain's own pipeline position is never saved: the batch index
+held in memory, a grain pipeline reads each batch's records lazily from the
+split's array_record files (random access, no TensorFlow), decodes and
+collates them in background threads (and optionally in worker processes,
+``num_workers``), and keeps ``prefetch`` batches ready ahead of the training
+step. Each grain element is one whole batch: its records are read in one call
+per file and, when they have fixed shapes, decoded in one numpy pass
+(:meth:`~divlab.data.records.ExampleDecoder.decode_batch`), so the cost per
+record is a few microseconds of reading, not a Python loop. Grain's own pipeline position is never saved: the batch index
 is the whole position, so restoring is O(1) and a prefetched-but-unconsumed
 batch is simply read again after a restart.
 
@@ -41,6 +44,7 @@ import tensorflow_datasets as tfds
 # The record conversions are load()'s own, so both loaders give identical arrays.
 from divlab.data import loading
 from divlab.data.records import ExampleDecoder
+from divlab.data.records import ShardedArrayRecords
 from divlab.data.loader import Loader
 
 PathLike = str | os.PathLike
@@ -69,15 +73,43 @@ def collate_supervised(records: Sequence[Mapping[str, Any]]) -> dict[str, np.nda
   """
   if not records:
     raise ValueError("`records` is empty: a batch needs at least one record.")
-  first = records[0]
-  x_key = next((k for k in loading._X_KEYS if k in first), None)
-  y_key = next((k for k in loading._Y_KEYS if k in first), None)
-  if x_key is None or y_key is None:
-    raise ValueError(f"`records` have keys {sorted(first)}; collate_supervised "
-                     f"reads one of {loading._X_KEYS} and one of {loading._Y_KEYS}.")
+  x_key, y_key = _supervised_keys(records[0], "records")
   xs = np.stack([record[x_key] for record in records])
   ys = np.stack([np.asarray(record[y_key]) for record in records])
   return {"x": loading._as_x(xs), "y": loading._as_y(ys)}
+
+
+def _supervised_keys(record: Mapping[str, Any], argument: str) -> tuple[str, str]:
+  """The input and label keys of a decoded record (or batch of columns)."""
+  x_key = next((k for k in loading._X_KEYS if k in record), None)
+  y_key = next((k for k in loading._Y_KEYS if k in record), None)
+  if x_key is None or y_key is None:
+    raise ValueError(f"`{argument}` have keys {sorted(record)}; a supervised batch "
+                     f"reads one of {loading._X_KEYS} and one of {loading._Y_KEYS}.")
+  return x_key, y_key
+
+
+def supervised_from_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """:func:`collate_supervised` for records already stacked into columns.
+
+  ``collate_supervised(records) == supervised_from_columns({k: np.stack(
+  [r[k] for r in records])})``: the batch path of :class:`TfdsSplit`, whose
+  decoder stacks a whole batch at once.
+
+  Args:
+    columns: ``{name: [records, ...]}`` with an x/image and a y/label key.
+
+  Returns:
+    ``{"x": float32 [records, ...], "y": [records, ...]}``.
+
+  Example::
+
+    supervised_from_columns({"x": np.zeros((2, 3)), "y": np.ones(2, int)})["y"]
+    # int32 [1, 1]
+  """
+  x_key, y_key = _supervised_keys(columns, "columns")
+  return {"x": loading._as_x(np.asarray(columns[x_key])),
+          "y": loading._as_y(np.asarray(columns[y_key]))}
 
 
 def _prepared_split(name: str, split: str,
@@ -129,18 +161,41 @@ class TfdsSplit:
     self._num_examples = int(builder.info.splits[split].num_examples)
     # Raw bytes, decoded by ExampleDecoder: several times faster than tfds's
     # generic per-record decoder for plain numeric features, identical output.
-    self._source = tfds.data_source(
-        name, split=split, download=False, data_dir=loading._resolve_data_dir(data_dir),
-        deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+      self._source = ShardedArrayRecords(builder.info.splits[split].file_instructions)
+    else:  # other random-access formats: through tfds
+      source = tfds.data_source(
+          name, split=split, download=False, data_dir=loading._resolve_data_dir(data_dir),
+          deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+      self._source = _TfdsRecords(source)
     self._decode = ExampleDecoder(builder.info.features)
+    # The default collate only stacks and casts, so a batch decoded as columns
+    # (one numpy pass, no loop over records) can skip the per-record lists.
+    self._collate_columns = supervised_from_columns if collate is collate_supervised else None
 
   def __len__(self) -> int:
     return self._num_examples
 
   def read(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-    """The collated batch of records ``indices``, in that order."""
-    serialized = self._source.__getitems__([int(i) for i in np.asarray(indices)])
+    """The collated batch of records ``indices``, in that order.
+
+    Fixed-shape records with the default collate are decoded as one batch
+    (``ExampleDecoder.decode_batch``); other batches record by record
+    (:meth:`read_records`). Both give the same arrays.
+    """
+    serialized = self._read_serialized(indices)
+    if self._collate_columns is not None:
+      columns = self._decode.decode_batch(serialized)
+      if columns is not None:
+        return self._collate_columns(columns)
     return self.collate([self._decode(raw) for raw in serialized])
+
+  def read_records(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """:meth:`read` decoding and collating record by record (the reference path)."""
+    return self.collate([self._decode(raw) for raw in self._read_serialized(indices)])
+
+  def _read_serialized(self, indices: Sequence[int] | np.ndarray) -> list[bytes]:
+    return self._source.read(indices)
 
   def estimated_bytes(self) -> int:
     """Decoded in-memory size of the split: fixed-shape features exactly,
@@ -157,6 +212,19 @@ class TfdsSplit:
       # Inputs are decoded to float32 and labels to int32: 4 bytes each.
       per_record += 4 * int(np.prod(shape, dtype=np.int64))
     return per_record * self._num_examples
+
+
+class _TfdsRecords:
+  """``ShardedArrayRecords.read`` over a ``tfds.data_source`` of raw bytes."""
+
+  def __init__(self, source: Any):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def read(self, indices: Sequence[int] | np.ndarray) -> list[bytes]:
+    return list(self._source.__getitems__([int(i) for i in np.asarray(indices).reshape(-1)]))
 
 
 class _ReadLocalBatch:

@@ -6,6 +6,7 @@ The reference for every batch is the plain numpy gather of the whole split
 """
 import json
 import pathlib
+import pickle
 import signal
 import subprocess
 import sys
@@ -285,3 +286,111 @@ def test_grain_run_killed_and_resumed_equals_the_memory_run(tmp_path):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
   assert outputs(tmp_path / "grain") == outputs(tmp_path / "memory")
+
+
+# The batch path: one numpy pass over a batch of records equals the per-record path.
+
+_BATCH_FEATURES = tfds.features.FeaturesDict({
+    "blob": tfds.features.Tensor(shape=(2, 3), dtype=np.float32,
+                                 encoding=tfds.features.Encoding.BYTES),
+    "floats": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+    "ints": tfds.features.Tensor(shape=(2,), dtype=np.int64),
+    "small": tfds.features.Tensor(shape=(), dtype=np.int32),
+    "flag": tfds.features.Tensor(shape=(), dtype=np.bool_),
+    "label": tfds.features.ClassLabel(num_classes=300)})
+
+
+def _batch_example(rng, ints):
+  # Random values of fixed serialized size: floats, a negative int32 (always a
+  # 10-byte varint) and a label in [128, 300) (always 2 bytes).
+  return {"blob": rng.standard_normal((2, 3)).astype(np.float32),
+          "floats": rng.standard_normal(3).astype(np.float32),
+          "ints": np.asarray(ints, np.int64), "small": np.int32(rng.integers(-5, 0)),
+          "flag": bool(rng.integers(2)), "label": int(rng.integers(128, 300))}
+
+
+def _stack_reference(features, serialized):
+  """Each record through tfds's own decoder, stacked with numpy at the spec's
+  dtype (tfds gives scalars as Python numbers)."""
+  decoded = [features.deserialize_example_np(record) for record in serialized]
+  return {key: np.stack([np.asarray(d[key], features[key].np_dtype) for d in decoded])
+          for key in decoded[0]}
+
+
+def _assert_same_columns(got, want):
+  assert got.keys() == want.keys()
+  for key in want:
+    assert got[key].dtype == want[key].dtype, key
+    np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_batch_decoder_equals_the_per_record_decoder():
+  rng = np.random.default_rng(0)
+  # Same varint lengths in every record (a 1- and a 10-byte value, negative):
+  # one shared layout, so the batch path applies.
+  examples = [_batch_example(rng, [int(rng.integers(0, 100)), -int(rng.integers(1, 2**40))])
+              for _ in range(6)]
+  serialized = [_BATCH_FEATURES.serialize_example(e) for e in examples]
+  decoder = records.ExampleDecoder(_BATCH_FEATURES)
+  columns = decoder.decode_batch(serialized)
+  assert columns is not None
+  _assert_same_columns(columns, _stack_reference(_BATCH_FEATURES, serialized))
+  np.testing.assert_array_equal(columns["ints"], np.stack([e["ints"] for e in examples]))
+
+
+def test_batch_decoder_declines_batches_without_one_layout():
+  rng = np.random.default_rng(1)
+  decoder = records.ExampleDecoder(_BATCH_FEATURES)
+  # Values of different varint lengths (5 vs 300, 1 vs 2 bytes), at equal record
+  # length: the continuation bits differ, so the layout check must refuse.
+  same_length = [_BATCH_FEATURES.serialize_example(_batch_example(rng, ints))
+                 for ints in ([5, 300], [300, 5])]
+  assert len(same_length[0]) == len(same_length[1])
+  assert decoder.decode_batch(same_length) is None
+  different_length = [_BATCH_FEATURES.serialize_example(_batch_example(rng, ints))
+                      for ints in ([5, 5], [300, 5])]
+  assert decoder.decode_batch(different_length) is None
+  assert decoder.decode_batch([]) is None
+  ragged = records.ExampleDecoder(tfds.features.FeaturesDict(
+      {"ids": tfds.features.Tensor(shape=(None,), dtype=np.int32)}))
+  assert ragged.decode_batch([b""]) is None
+
+
+@pytest.mark.parametrize("name", [NAME, "divlab_digits", "divlab_mnist1d"])
+def test_batched_read_equals_per_record_read(data_dir, name):
+  """TfdsSplit.read (batch path) == read_records (per record) == the numpy gather."""
+  data.prepare(name, data_dir=data_dir)
+  split = data.TfdsSplit(name, "train", data_dir=data_dir)
+  assert split._decode.decode_batch(split._read_serialized([0, 1])) is not None
+  indices = np.random.default_rng(2).permutation(len(split))[:40]
+  batched, per_record = split.read(indices), split.read_records(indices)
+  _assert_same_columns(batched, per_record)
+  _assert_batch(batched, data.load(name, "train", data_dir=data_dir), indices)
+
+
+def test_supervised_from_columns_matches_collate_supervised():
+  records_ = [{"image": np.full((2, 1), 200, np.uint8), "label": np.int64(4)},
+              {"image": np.zeros((2, 1), np.uint8), "label": np.int64(0)}]
+  columns = {key: np.stack([r[key] for r in records_]) for key in records_[0]}
+  _assert_same_columns(streaming.supervised_from_columns(columns),
+                       streaming.collate_supervised(records_))
+  with pytest.raises(ValueError, match="columns"):
+    streaming.supervised_from_columns({"tokens": np.arange(3)})
+
+
+def test_sharded_records_follow_file_instructions_and_pickle(data_dir):
+  """A split made of two slices of the file (two instructions, with skips):
+  every record read equals the numpy gather of load() on the same split."""
+  sliced = "train[:10%]+train[50%:60%]"
+  split = data.TfdsSplit(NAME, sliced, data_dir=data_dir)
+  assert isinstance(split._source, records.ShardedArrayRecords)
+  arrays = data.load(NAME, sliced, data_dir=data_dir)
+  assert len(split) == len(arrays["y"])
+  indices = np.random.default_rng(3).permutation(len(split))
+  copy = pickle.loads(pickle.dumps(split))  # as a worker process receives it
+  for source in (split, copy):
+    _assert_batch(source.read(indices), arrays, indices)
+  with pytest.raises(ValueError, match="indices"):
+    split._source.read([len(split)])
+  with pytest.raises(ValueError, match="file_instructions"):
+    records.ShardedArrayRecords([])
