@@ -167,13 +167,19 @@ def make_scorer(model) -> Callable:
   return jax.jit(jax.vmap(one))
 
 
-def evaluate(config, name: str, stacked_params, sft_params_per_member, test, sampler,
-             scorer, key) -> list[dict]:
-  """Per-member test metrics (see the module docstring)."""
+def evaluate(config, stacked_params, sft_params_per_member, seed_of_member: Sequence[int],
+             test, sampler, scorer, key) -> list[dict]:
+  """Per-member test metrics (see the module docstring).
+
+  Members of one seed sample with the same key (common random numbers): the
+  methods' differences are not sampling noise, and identical policies give
+  identical rows.
+  """
   members = ensemble.num_members(stacked_params)
   m = int(config.eval.samples_per_prompt)
   prompts = np.repeat(test["prompt"], m, axis=0)
-  keys = jax.random.split(key, members)
+  seed_keys = jax.random.split(key, int(config.num_seeds))
+  keys = seed_keys[np.asarray(list(seed_of_member))]
   out = jax.device_get(sampler(stacked_params, keys, prompts,
                                float(config.eval.temperature)))
   greedy = jax.device_get(sampler(stacked_params, keys, test["prompt"], greedy=True))
@@ -193,7 +199,6 @@ def evaluate(config, name: str, stacked_params, sft_params_per_member, test, sam
                     "kl": float(per_prompt_kl.mean()),
                     "kl_se": float(per_prompt_kl.std(ddof=1) / np.sqrt(len(per_prompt_kl))),
                     "distinct": float(distinct)})
-  del name
   return records
 
 
@@ -354,8 +359,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
                         make_pairs(config, sft_params, splits["train"], sampler, pair_key))
   pair_counts = [len(p["prompt"]) for p in pairs]
   records = []
-  sft_eval = evaluate(config, "sft", sft_params, sft_params, splits["test"], sampler,
-                      scorer, eval_key)
+  sft_eval = evaluate(config, sft_params, sft_params, range(len(seeds)), splits["test"],
+                      sampler, scorer, eval_key)
   sft_margins = pair_margins(sft_params, range(len(seeds)), pairs, scorer)
   for k, (rec, margin) in enumerate(zip(sft_eval, sft_margins)):
     records.append({"method": "sft", "seed": seeds[k], **rec, **margin})
@@ -373,10 +378,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
     sft_per_member = ensemble.stack_members(
         [ensemble.member(sft_params, k) for _ in group for k in range(len(seeds))])
     group_records = []
-    evaluated = evaluate(config, name, params, sft_per_member, splits["test"], sampler,
-                         scorer, eval_key)
-    margins = pair_margins(params, [k for _ in group for k in range(len(seeds))], pairs,
-                           scorer)
+    seed_of_member = [k for _ in group for k in range(len(seeds))]
+    evaluated = evaluate(config, params, sft_per_member, seed_of_member, splits["test"],
+                         sampler, scorer, eval_key)
+    margins = pair_margins(params, seed_of_member, pairs, scorer)
     for i, (rec, margin) in enumerate(zip(evaluated, margins)):
       method, k = group[i // len(seeds)], i % len(seeds)
       group_records.append({"method": method, "seed": seeds[k], **rec, **margin})

@@ -76,6 +76,8 @@ def test_methods_share_each_seeds_data_order(smoke_run):
   for dpo, f_dpo in zip(by_method["dpo"], by_method["f_dpo_reverse_kl"]):
     assert dpo["seed"] == f_dpo["seed"]
     np.testing.assert_allclose(f_dpo["margin"], dpo["margin"], rtol=1e-3)
+    # Same policy, same sampling keys: (nearly) the same test samples.
+    np.testing.assert_allclose(f_dpo["reward"], dpo["reward"], atol=0.05)
   assert not np.isclose(by_method["simpo"][0]["margin"], by_method["dpo"][0]["margin"],
                         rtol=1e-2)
 
