@@ -85,9 +85,10 @@ def fused_chunk_plan(num_tokens: int, hidden_size: int, vocab_size: int, *,
   gradients (``grad_itemsize`` bytes each, the matmul dtype's) are kept and
   enter ``dL/dW`` through one matmul, so the float32 running sum of ``dL/dW``
   is read and written once per group rather than once per chunk (with one
-  group there is no running sum at all). A group's gradients take at most
-  1 GiB and at most the float32 ``[H, V]`` sum's own size, so they never
-  cost more memory than the sum they save traffic on. All tokens form one
+  group there is no running sum at all). Beyond its first chunk, a group
+  grows only while its gradients stay under 1 GiB and under the float32
+  ``[H, V]`` sum's own size, so they never cost more memory than the sum
+  they save traffic on. All tokens form one
   chunk when they fit. Default sizes are balanced (equal groups, equal
   chunks, rows rounded up to a multiple of 16), so padding stays small.
 
@@ -165,11 +166,13 @@ def _rows_and_student_grad(divergence: str, teacher_logits: jax.Array,
   """
   log_p, p = _softmax_rows(teacher_logits)
   log_q, q = _softmax_rows(student_logits)
+  # Round-off must not make a divergence negative (KL of P ~ Q can give -1e-9).
   if divergence == "kl":
     values = jnp.sum(jnp.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
-    return values, q - p
+    return jnp.maximum(values, 0.0), q - p
   if divergence == "reverse_kl":
     values = jnp.sum(jnp.where(q > 0, q * (log_q - log_p), 0.0), axis=-1)
+    values = jnp.maximum(values, 0.0)
     grad = jnp.where(q > 0, q * (log_q - log_p - values[:, None]), 0.0)
     return values, grad
   if divergence == "js":
@@ -181,7 +184,7 @@ def _rows_and_student_grad(divergence: str, teacher_logits: jax.Array,
     kl_qm = jnp.sum(jnp.where(q > 0, q * (log_q - log_m), 0.0), axis=-1)
     values = (jnp.where(beta > 0, beta * kl_pm, 0.0)
               + jnp.where(beta < 1, (1 - beta) * kl_qm, 0.0))
-    # Round-off must not leave [0, H(beta)], the range of JS_beta.
+    # Nor leave [0, H(beta)], the range of JS_beta.
     values = jnp.clip(values, 0.0, _binary_entropy(beta))
     grad = jnp.where((beta < 1) & (q > 0),
                      (1 - beta) * q * (log_q - log_m - kl_qm[:, None]), 0.0)
@@ -225,9 +228,10 @@ def _add_weight_grad(total: Optional[jax.Array], hidden: jax.Array,
                                preferred_element_type=dtype)
   hidden_size, vocab = total.shape
   needed = _ceil_div(hidden_size * vocab * total.dtype.itemsize, _CHUNK_BUDGET_BYTES)
-  # Equal blocks (a divisor of H), so that no slice is clamped at the edge.
+  # Equal blocks (a divisor of H), so that no slice is clamped at the edge;
+  # an H without a divisor near `needed` (a large prime) is summed at once.
   blocks = next(b for b in range(max(needed, 1), hidden_size + 1) if hidden_size % b == 0)
-  if blocks == 1:
+  if blocks == 1 or blocks > 4 * needed:
     return total + jax.lax.dot_general(hidden, grad_logits, _CONTRACT_ROWS,
                                        preferred_element_type=dtype)
   height = hidden_size // blocks
