@@ -46,6 +46,37 @@ def test_public_functions_have_docstrings_with_args_and_formula(name):
       assert "Args:" in doc or "Returns:" in doc, f"{name}.{fn_name}: no Args/Returns"
 
 
+# The rest of the library: every function its package exports.
+PACKAGES = ["divlab.train", "divlab.data", "divlab.eval", "divlab.models"]
+
+
+def _exported_functions(package):
+  names = getattr(package, "__all__", None) or [
+      n for n in vars(package) if not n.startswith("_")]
+  return [(n, getattr(package, n)) for n in names
+          if inspect.isfunction(getattr(package, n))]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_exported_functions_document_args_and_returns(name):
+  package = importlib.import_module(name)
+  functions = _exported_functions(package)
+  assert functions, name
+  missing = []
+  for fn_name, fn in functions:
+    doc = inspect.getdoc(fn) or ""
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if len(doc.splitlines()) < 3:
+      missing.append(f"{fn_name}: no real docstring")
+    elif params and "Args:" not in doc:
+      missing.append(f"{fn_name}: no Args:")
+    elif ("Returns:" not in doc and "Yields:" not in doc
+          and inspect.signature(fn).return_annotation not in (None, "None")):
+      missing.append(f"{fn_name}: no Returns:")
+  assert not missing, f"{name}: " + "; ".join(missing)
+
+
 @pytest.mark.parametrize("name", DOCTESTED_HERE)
 def test_docstring_examples_run(name):
   module = importlib.import_module(name)

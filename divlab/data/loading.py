@@ -276,6 +276,13 @@ def info(name: str, *, data_dir: PathLike | None = None) -> dict[str, Any]:
 def num_classes(name: str, *, data_dir: PathLike | None = None) -> int:
   """The number of classes of a classification dataset.
 
+  Args:
+    name: a dataset name (an embedded builder or a tfds name).
+    data_dir: where tfds keeps prepared datasets (default: tfds's).
+
+  Returns:
+    The number of label classes, from the dataset's tfds features.
+
   Raises:
     ValueError: for a regression dataset or an unknown name.
   """

@@ -154,7 +154,26 @@ MODELS = {"mlp": MLP, "cnn1d": CNN1D, "cnn2d": CNN2D,
 
 
 def build(name: str, num_outputs: int, **kwargs: Any) -> nn.Module:
-  """Creates the model ``name`` (one of ``MODELS``) with ``num_outputs``."""
+  """Creates the model ``name`` (one of ``MODELS``) with ``num_outputs``.
+
+  The same ``{"name", "num_outputs", **kwargs}`` dict is what
+  ``divlab.train.train_model`` saves as ``model.json`` (its ``model_spec``),
+  so ``load_model`` can rebuild the model from a run directory.
+
+  Args:
+    name: a key of ``MODELS`` ("mlp", "cnn1d", "cnn2d", "bottleneck_mlp",
+      "score_mlp", "transformer_lm").
+    num_outputs: the size of the output layer (classes, or the vocabulary).
+    **kwargs: the model's own fields (e.g. ``hidden=(64, 64)`` for "mlp");
+      lists become tuples, as JSON stores them.
+
+  Returns:
+    An unbound linen module.
+
+  Example:
+    >>> build("mlp", 3, hidden=[16]).hidden
+    (16,)
+  """
   if name not in MODELS:
     raise ValueError(f"`model.name`={name!r} is unknown; choose one of {sorted(MODELS)}.")
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}

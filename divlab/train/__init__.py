@@ -27,5 +27,6 @@ from divlab.train.state import TrainState
 from divlab.train.trainer import create_state
 from divlab.train.trainer import load_model
 from divlab.train.trainer import make_optimizer
+from divlab.train.trainer import run_config
 from divlab.train.trainer import train_model
 from divlab.train.zipped import ZippedLoader

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import signal
+import sys
 import threading
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -83,12 +84,15 @@ def fit(*,
       ``get_state``/``set_state``).
     mesh: the device mesh the batch is sharded over.
     num_steps: total number of steps of the run (not steps still to do).
-    log_every: write train metrics every this many steps (and at the end).
+    log_every: write train metrics every this many steps (and at the end):
+      every scalar of ``train_step``'s metrics, with a ``train_`` prefix
+      (``train_loss``, ...), to ``metrics.jsonl`` and TensorBoard.
     eval_every: call ``eval_fn`` every this many steps (0: only at the end).
     eval_fn: ``eval_fn(state) -> {name: value}``; logged with prefixes as given.
     checkpoint_every: save every this many steps (and at the end).
     keep_checkpoints: how many recent checkpoints to keep.
-    progress: show a progress bar with steps/s.
+    progress: show a progress bar with steps/s (on stderr, so that what a
+      program prints on stdout stays readable).
     desc: the progress bar's label.
 
   Returns:
@@ -118,7 +122,8 @@ def fit(*,
   final_eval: dict = {}
   losses_since_check: list = []
   bar = tqdm.tqdm(total=num_steps, initial=start, desc=desc, unit="step",
-                  disable=not progress, dynamic_ncols=True, leave=False)
+                  disable=not progress, dynamic_ncols=True, leave=False,
+                  file=sys.stderr)
   iterator: Iterator = iter(loader)
 
   def check_finite(upto_step: int) -> None:
@@ -180,8 +185,16 @@ def make_eval_step(per_example_fn: Callable[[PyTree, PyTree], Mapping[str, jax.A
                    mesh: jax.sharding.Mesh) -> Callable:
   """Jits ``per_example_fn(params, batch) -> {name: [B] values}`` into masked sums.
 
-  The returned function maps ``(params, batch)`` (batch with a boolean
-  ``mask`` key) to ``{name: sum over unmasked rows, "count": n}``.
+  Summing (not averaging) per batch lets :func:`evaluate` pad the last batch
+  and still divide by the exact number of examples.
+
+  Args:
+    per_example_fn: ``fn(params, batch) -> {name: [B] values}``.
+    mesh: the device mesh; the sums come back replicated on it.
+
+  Returns:
+    A jitted ``step(params, batch)`` (batch with a boolean ``mask`` key marking
+    real rows) returning ``{name: sum over unmasked rows, "count": n}``.
   """
 
   def summed(params, batch):
@@ -200,6 +213,16 @@ def evaluate(eval_step: Callable, params: PyTree, arrays: Mapping[str, np.ndarra
 
   ``arrays`` is the whole split (identical on every host); each host feeds
   its slice of each padded global batch.
+
+  Args:
+    eval_step: a step from :func:`make_eval_step`.
+    params: the parameters to evaluate (replicated).
+    arrays: the split, ``{key: [N, ...]}``.
+    batch_size: the global evaluation batch, divisible by the device count.
+    mesh: the device mesh.
+
+  Returns:
+    ``{name: mean over the N examples}`` as Python floats.
   """
   from divlab import data  # pylint: disable=g-import-not-at-top
   parallel.check_batch_size(batch_size, mesh, "eval batch size")

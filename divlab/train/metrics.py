@@ -99,8 +99,34 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
-  """Reads ``metrics.jsonl`` back as a list of dicts."""
-  path = pathlib.Path(workdir) / "metrics.jsonl"
+  """Reads a run's ``metrics.jsonl`` back as a list of dicts, one per line.
+
+  Each line holds ``step`` and the scalars written at that step: training
+  scalars from :func:`divlab.train.fit` carry a ``train_`` prefix
+  (``train_loss``, ...), evaluation scalars the prefixes ``eval_fn`` gave them
+  (``<split>_<metric>`` in :func:`divlab.train.train_model`).
+
+  Args:
+    workdir: the run directory (the folder that holds ``metrics.jsonl``).
+
+  Returns:
+    The records in the order written; ``[]`` for an existing run directory
+    that has not logged yet.
+
+  Raises:
+    ValueError: if ``workdir`` does not exist or is a file (for example the
+      path of ``metrics.jsonl`` itself).
+
+  Example:
+    ``[r["train_loss"] for r in read_metrics(workdir) if "train_loss" in r]``
+  """
+  workdir = pathlib.Path(workdir)
+  if not workdir.exists():
+    raise ValueError(f"`workdir`={str(workdir)!r} does not exist.")
+  if not workdir.is_dir():
+    raise ValueError(f"`workdir`={str(workdir)!r} is a file; pass the run "
+                     "directory that holds metrics.jsonl.")
+  path = workdir / "metrics.jsonl"
   if not path.exists():
     return []
   return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
@@ -165,6 +191,9 @@ def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]]
     filename: base name, for experiments that write several tables.
     nan_allowed: columns whose NaN means something (e.g. "never reached");
       saved in the JSON so that ``find_non_finite_results`` skips them too.
+
+  Returns:
+    The Markdown text written to ``<filename>.md``.
 
   Example:
     >>> import tempfile

@@ -156,7 +156,22 @@ def check_shared_directory(directory: str | pathlib.Path, *,
 
 
 def make_mesh(devices: Optional[list] = None) -> Mesh:
-  """A 1-D mesh with axis ``"data"`` over all (global) devices."""
+  """A 1-D device mesh with one axis, ``"data"``, for data parallelism.
+
+  The batch is split over this axis and parameters are replicated, so the
+  same code runs on 1 CPU, 8 fake CPU devices, a GPU box or a TPU pod.
+
+  Args:
+    devices: the devices to use, in order; default ``jax.devices()`` (every
+      device of every process).
+
+  Returns:
+    A ``jax.sharding.Mesh`` of shape ``{"data": len(devices)}``.
+
+  Example:
+    >>> make_mesh().axis_names
+    ('data',)
+  """
   devices = jax.devices() if devices is None else devices
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
@@ -184,6 +199,13 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
 
   The result always owns fresh buffers (``may_alias=False``): the train step
   donates its state, and an aliased input would delete the caller's arrays.
+
+  Args:
+    tree: a pytree of host or device arrays, the same on every process.
+    mesh: the device mesh (:func:`make_mesh`).
+
+  Returns:
+    The pytree with every leaf a global array replicated on ``mesh``.
   """
   sharding = replicated(mesh)
   return jax.tree.map(lambda x: jax.device_put(x, sharding, may_alias=False), tree)
@@ -192,7 +214,16 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
 def shard_batch(local_batch: PyTree, mesh: Mesh) -> PyTree:
   """Builds global, data-sharded arrays from this host's slice of the batch.
 
-  On one host the slice is the whole batch. Leading dimension = batch.
+  On one host the slice is the whole batch.
+
+  Args:
+    local_batch: a pytree of numpy arrays ``[local_batch, ...]``: this
+      process's rows of the global batch.
+    mesh: the device mesh (:func:`make_mesh`).
+
+  Returns:
+    The pytree as global arrays ``[global_batch, ...]`` split over the
+    mesh's ``"data"`` axis.
   """
   sharding = data_sharded(mesh)
   if jax.process_count() == 1:

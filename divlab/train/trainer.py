@@ -31,9 +31,20 @@ PyTree = Any
 
 def make_optimizer(config: ml_collections.ConfigDict,
                    num_steps: int) -> optax.GradientTransformation:
-  """An optax optimizer from ``config`` (``optimizer.name``, ``learning_rate``,
-  ``schedule`` in {constant, cosine}, ``warmup_steps``, ``weight_decay``,
-  ``grad_clip``)."""
+  """Builds the optax optimizer an ``optimizer`` config block describes.
+
+  Args:
+    config: the ``optimizer`` block. Keys (all optional): ``name`` in
+      {"adam" (default), "adamw", "sgd"}; ``learning_rate`` (default 1e-3,
+      > 0); ``schedule`` in {"constant" (default), "cosine"};
+      ``warmup_steps`` (linear warm-up from 0, default 0); ``weight_decay``
+      (adamw only, default 0); ``momentum`` (sgd only, default 0.9);
+      ``grad_clip`` (global-norm clipping, default 0 = off).
+    num_steps: the run's length, the horizon of the cosine decay.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
   name = config.get("name", "adam")
   lr = float(config.get("learning_rate", 1e-3))
   if lr <= 0:
@@ -71,7 +82,18 @@ def init_params(model, sample_x: np.ndarray, seed: int) -> PyTree:
 
 def create_state(params: PyTree, tx: optax.GradientTransformation, seed: int,
                  mesh: jax.sharding.Mesh) -> TrainState:
-  """A replicated TrainState at step 0; the step keys derive from ``seed``."""
+  """A TrainState at step 0, replicated over the mesh.
+
+  Args:
+    params: the initial parameters (a pytree).
+    tx: the optax optimizer; its state is initialised here.
+    seed: the run's seed; the per-step PRNG keys derive from ``seed + 1``
+      (``seed`` itself initialises the parameters).
+    mesh: the device mesh the state is replicated on.
+
+  Returns:
+    A :class:`TrainState` with ``step`` 0, ready for ``make_train_step``.
+  """
   state = TrainState.create(params=params, tx=tx,
                             rng=jax.random.key_data(jax.random.key(seed + 1)))
   return parallel.replicate(state, mesh)
@@ -93,11 +115,32 @@ def run_config(*, batch_size: int, optimizer: Mapping[str, Any], num_steps: int,
                log_every: int = 100, eval_every: int = 0,
                checkpoint_every: int = 1000, keep_checkpoints: int = 1,
                progress: bool = True) -> ml_collections.ConfigDict:
-  """The config :func:`train_model` reads, for a model an experiment trains on
-  the side (a teacher, a score network) with settings of its own.
+  """Builds every config key :func:`train_model` reads, with their defaults.
 
-  ``log_every`` and ``checkpoint_every`` are capped at ``num_steps`` so short
-  (smoke) runs still log and checkpoint.
+  Use it to call :func:`train_model` from your own code (or for a model an
+  experiment trains on the side, such as a teacher) without writing a config
+  file. ``log_every`` and ``checkpoint_every`` are capped at ``num_steps`` so
+  short (smoke) runs still log and checkpoint.
+
+  Args:
+    batch_size: global batch size (``data.batch_size``), divisible by the
+      number of devices.
+    optimizer: the ``optimizer`` block, read by :func:`make_optimizer` (e.g.
+      ``{"name": "adam", "learning_rate": 1e-3}``).
+    num_steps: ``train.num_steps``, the total number of optimizer steps.
+    log_every: ``train.log_every``: write ``train_*`` metrics this often.
+    eval_every: ``train.eval_every``: evaluate this often (0: only at the end).
+    checkpoint_every: ``train.checkpoint_every``.
+    keep_checkpoints: ``train.keep_checkpoints``, how many to keep.
+    progress: ``progress``, whether to draw a progress bar (on stderr).
+
+  Returns:
+    A ``ConfigDict`` with ``data``, ``optimizer``, ``train`` and ``progress``.
+
+  Example:
+    >>> config = run_config(batch_size=32, optimizer={"name": "adam"}, num_steps=50)
+    >>> config.train.checkpoint_every, config.train.keep_checkpoints
+    (50, 1)
   """
   num_steps = int(num_steps)
   return ml_collections.ConfigDict({
@@ -114,7 +157,7 @@ def train_model(*,
                 workdir: str | pathlib.Path,
                 config: ml_collections.ConfigDict,
                 model,
-                model_spec: Mapping[str, Any],
+                model_spec: Optional[Mapping[str, Any]] = None,
                 loss_fn: Callable,
                 train_arrays: Mapping[str, np.ndarray],
                 eval_sets: Mapping[str, Mapping[str, np.ndarray]],
@@ -130,10 +173,20 @@ def train_model(*,
 
   Args:
     workdir: this model's run directory.
-    config: the experiment config; reads ``data.batch_size``, ``train.*`` and
-      ``optimizer.*``.
-    model: a linen module; ``model_spec`` ({"name", "num_outputs", **kwargs}
-      for ``divlab.models.build``) is saved as ``model.json`` for loading.
+    config: a ``ConfigDict``; :func:`run_config` builds one with every key.
+      Required: ``data.batch_size`` (global), ``train.num_steps``,
+      ``train.log_every``, ``train.eval_every``, ``train.checkpoint_every``,
+      ``train.keep_checkpoints`` and the ``optimizer`` block
+      (:func:`make_optimizer`; unused when ``tx`` is given). Optional:
+      ``data.num_workers`` (grain workers, default 0), ``eval_batch_size``
+      (default: about 512, a multiple of the device count) and ``progress``
+      (default True; the bar goes to stderr).
+    model: a linen module whose ``init(key, x)`` takes a batch of ``x`` (used
+      only when ``params`` is None).
+    model_spec: optional ``{"name", "num_outputs", **kwargs}`` for
+      ``divlab.models.build``, saved as ``model.json`` so that
+      :func:`load_model` can rebuild a divlab model from the path alone. Leave
+      it None for your own module and pass it to ``load_model(path, model=)``.
     loss_fn: pure ``loss_fn(params, batch, rng) -> (loss, aux)``.
     train_arrays: the training split: arrays (``x``, ``y``, ...) or the
       lazy split ``data.open_split`` returns for the grain loader.
@@ -154,13 +207,16 @@ def train_model(*,
     desc: progress-bar label.
 
   Returns:
-    ``(params, final_metrics)`` with ``final_metrics`` keyed like the log.
+    ``(params, final_metrics)`` with ``final_metrics`` keyed like the log
+    (``<split>_<metric>``). ``metrics.jsonl`` in ``workdir`` also holds the
+    training scalars with a ``train_`` prefix (see :func:`loop.fit`).
   """
   from divlab import data  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh() if mesh is None else mesh
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  metrics_lib.write_json(workdir / "model.json", dict(model_spec), indent=2)
+  if model_spec is not None:
+    metrics_lib.write_json(workdir / "model.json", dict(model_spec), indent=2)
   batch_size = int(config.data.batch_size)
   parallel.check_batch_size(batch_size, mesh)
   num_steps = int(config.train.num_steps)
@@ -197,7 +253,7 @@ def _eval_batch_size(mesh: jax.sharding.Mesh) -> int:
   return max(n, (512 // n) * n)
 
 
-def load_model(path: str | pathlib.Path) -> tuple[Any, PyTree]:
+def load_model(path: str | pathlib.Path, model=None) -> tuple[Any, PyTree]:
   """Loads ``(model, params)`` from a run directory written by train_model.
 
   The newest checkpoint that passes its checksums is read onto the current
@@ -205,19 +261,27 @@ def load_model(path: str | pathlib.Path) -> tuple[Any, PyTree]:
   saved it: a teacher trained on 8 devices loads on 1.
 
   Args:
-    path: the model's run directory (holding ``model.json`` and
-      ``checkpoints/``).
+    path: the model's run directory (holding ``checkpoints/``, and
+      ``model.json`` when it was trained with a ``model_spec``).
+    model: the linen module the run trained, for your own module (a run
+      without ``model.json``); None rebuilds it from ``model.json``.
 
   Returns:
-    ``(model, params)``: the linen module rebuilt from ``model.json`` and its
-    parameters as arrays replicated over all current devices.
+    ``(model, params)``: the linen module (``model`` itself when given) and
+    its parameters as arrays replicated over all current devices.
+
+  Example:
+    ``model, params = load_model("workdir/teacher")`` for a divlab model, or
+    ``_, params = load_model("workdir/mine", model=MyModule())``.
   """
   path = pathlib.Path(path)
   spec_path = path / "model.json"
-  if not spec_path.exists():
-    raise ValueError(f"`path`={str(path)!r} holds no model.json: not a divlab model run.")
-  spec = json.loads(spec_path.read_text())
-  model = models_lib.build(**spec)
+  if model is None:
+    if not spec_path.exists():
+      raise ValueError(
+          f"`path`={str(path)!r} holds no model.json (a run of your own module "
+          "trains without a model_spec): pass the module as `model=`.")
+    model = models_lib.build(**json.loads(spec_path.read_text()))
   if not (path / "checkpoints").is_dir():
     raise ValueError(f"`path`={str(path)!r} holds no checkpoints/ folder.")
   checkpointer = Checkpointer(path / "checkpoints")
