@@ -522,8 +522,9 @@ def fused_linear_divergence(student_hidden: ArrayLike,
     where: optional ``[...]`` token mask (True = include), broadcastable to
       the leading shape; an excluded token gives 0 and no gradient, whatever
       its hidden state holds.
-    chunk_size: tokens per chunk; None picks the largest chunk whose float32
-      ``[chunk, V]`` array stays under 512 MiB (all tokens if they fit).
+    chunk_size: tokens per chunk; None sizes the chunks so that a float32
+      ``[chunk, V]`` array stays under 512 MiB (all tokens in one chunk if
+      they fit). `fused_chunk_plan` shows the resulting plan.
     reduction: a `reduce_loss` reduction (``"mean"`` is the token mean over
       `where`). Every reduction but ``"none"`` computes the gradient during
       the forward pass; ``"none"`` recomputes the chunks in the backward pass.

@@ -61,6 +61,14 @@ def make_inputs(seed=0, dtype=np.float32):
 INPUTS, MASK = make_inputs()
 
 
+@pytest.fixture(autouse=True)
+def float32_matmuls():
+  # GPUs may run float32 matmuls in TF32 by default; 1e-5 comparisons need
+  # float32 products on every backend (on the CPU this changes nothing).
+  with jax.default_matmul_precision("highest"):
+    yield
+
+
 def fused_loss(divergence, *, chunk_size=4, reduction="mean", normalizer=None,
                mask=MASK, biases=True):
   def loss(h_s, w_s, b_s, h_t, w_t, b_t):
