@@ -18,12 +18,16 @@ import jax.numpy as jnp
 from divlab.models.generate import Generation
 from divlab.models.generate import generate
 from divlab.models.generate import sample_from_logits
+from divlab.models import rollout
+from divlab.models.rollout import completion_log_probs
+from divlab.models.rollout import sample_groups
 from divlab.models.score import ScoreMLP
 from divlab.models.transformer import KVCache
 from divlab.models.transformer import TransformerLM
 
 __all__ = ["MLP", "CNN1D", "CNN2D", "BottleneckMLP", "ScoreMLP", "TransformerLM",
-           "KVCache", "Generation", "generate", "sample_from_logits", "MODELS",
+           "KVCache", "Generation", "generate", "sample_from_logits", "rollout",
+           "sample_groups", "completion_log_probs", "MODELS",
            "build"]
 
 
