@@ -123,8 +123,10 @@ def gradient_table_one(table: jax.Array, ref_table: jax.Array, rows: jax.Array,
     g = jax.grad(expected)(table).ravel()
     for direction, e in exact.items():
       e = e.ravel()
-      out[f"{name}/cos_{direction}"] = g @ e / (
-          jnp.linalg.norm(g) * jnp.linalg.norm(e) + 1e-300)
+      norm_g, norm_e = jnp.linalg.norm(g), jnp.linalg.norm(e)
+      # A zero expected gradient (k1 in the loss) has no direction: cosine 0.
+      out[f"{name}/cos_{direction}"] = jnp.where(
+          norm_g > 1e-12 * norm_e, g @ e / (norm_g * norm_e + 1e-300), 0.0)
       out[f"{name}/relerr_{direction}"] = jnp.linalg.norm(g - e) / jnp.linalg.norm(e)
   return out
 

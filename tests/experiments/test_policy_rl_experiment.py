@@ -95,3 +95,25 @@ def test_off_policy_losses_match_numpy():
     got = exact.off_policy_loss(method, jnp.log(jnp.float32(pi)), jnp.log(jnp.float32(mu)),
                                 jnp.float32(r))
     np.testing.assert_allclose(got, (mu * values).sum(-1).mean(), rtol=1e-5)
+
+
+def test_task_smoke_end_to_end(tmp_path):
+  from configs.policy_rl import sort as sort_config  # pylint: disable=g-import-not-at-top
+  from experiments.policy_rl import task  # pylint: disable=g-import-not-at-top
+  config = sort_config.get_config("smoke")
+  config.progress = False
+  rows = runner.run(config, tmp_path)
+  by_method = {r["method"]: r for r in rows}
+  assert list(by_method) == ["sft"] + list(config.methods)
+  ks = tuple(config.eval.pass_k)
+  for row in rows:  # pass@k is non-decreasing in k and lies in [0, 1]
+    values = [row[f"pass@{k}"] for k in ks]
+    assert all(0 <= v <= 1 for v in values) and values == sorted(values)
+  # GRPO raises the train reward: the online members' last steps against their first.
+  first = np.mean([by_method[m]["train_reward_first"] for m in task.ONLINE])
+  last = np.mean([by_method[m]["train_reward_last"] for m in task.ONLINE])
+  assert last > first
+  curves = json.loads((tmp_path / "curves.json").read_text())
+  assert len(curves) == len(task.ONLINE) * config.num_seeds
+  assert all(len(c) == config.train.num_steps for c in curves.values())
+  assert (tmp_path / "pass_at_k.png").exists()
