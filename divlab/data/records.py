@@ -290,13 +290,16 @@ class ExampleDecoder:
 class ShardedArrayRecords:
   """Random access to one split's serialized records over its array_record shards.
 
-  What ``tfds.data_source`` does for array_record files, minus two per-batch
-  costs that matter for small records: a thread pool started on every batch
-  read, and a Python call per record. A batch is read with one
-  ``ArrayRecordReader.read(positions)`` per shard it touches, from readers
-  opened for random access (no read-ahead, no reader threads: the loader's
-  own threads read batches in parallel). Picklable: worker processes receive
-  the file list and open their own readers.
+  What ``tfds.data_source`` does for array_record files, at a quarter of the
+  CPU time for small records: ``ArrayRecordReader.read(positions)`` (what
+  tfds calls) hands every batch to a thread pool, whose coordination costs
+  more than the reads themselves when each record is a few hundred bytes
+  (about 1.5 ms of CPU per 128 MNIST-1D records, against 0.35 ms for one
+  ``seek`` + ``read`` per record in the calling thread). Seeking moves a
+  reader, so each thread keeps its own readers (opened for random access: no
+  read-ahead, no reader threads); the loader's threads read batches in
+  parallel. Picklable: worker processes receive the file list and open their
+  own readers.
 
   Example::
 
@@ -322,33 +325,32 @@ class ShardedArrayRecords:
     # starts[k]: split index of instruction k's first record.
     self._starts = np.cumsum([0] + [take for _, _, take in self._files])
     self._skips = np.asarray([skip for _, skip, _ in self._files], np.int64)
-    self._open_readers()
-
-  def _open_readers(self) -> None:
-    self._readers: dict[str, Any] = {}  # by filename, opened on first read
-    self._lock = threading.Lock()
+    self._thread_readers = threading.local()
 
   def __getstate__(self) -> dict[str, Any]:
     state = self.__dict__.copy()
-    del state["_readers"], state["_lock"]  # open files and locks do not pickle
+    del state["_thread_readers"]  # open files do not pickle
     return state
 
   def __setstate__(self, state: dict[str, Any]) -> None:
     self.__dict__.update(state)
-    self._open_readers()
+    self._thread_readers = threading.local()
 
   def __len__(self) -> int:
     return int(self._starts[-1])
 
-  def _reader(self, filename: str) -> Any:
-    reader = self._readers.get(filename)
-    if reader is None:
-      with self._lock:  # loader threads may ask for the same file at once
-        reader = self._readers.get(filename)
-        if reader is None:
-          reader = array_record_module.ArrayRecordReader(filename, self.READER_OPTIONS)
-          self._readers[filename] = reader
-    return reader
+  def _readers(self) -> list[Any]:
+    """This thread's reader of each instruction's file (opened on first use)."""
+    readers = getattr(self._thread_readers, "readers", None)
+    if readers is None:
+      readers = self._thread_readers.readers = [None] * len(self._files)
+    return readers
+
+  def _reader(self, readers: list[Any], k: int) -> Any:
+    if readers[k] is None:
+      readers[k] = array_record_module.ArrayRecordReader(self._files[k][0],
+                                                         self.READER_OPTIONS)
+    return readers[k]
 
   def read(self, indices: Sequence[int] | np.ndarray) -> list[bytes]:
     """The serialized records at split positions ``indices``, in that order.
@@ -361,11 +363,15 @@ class ShardedArrayRecords:
       raise ValueError(f"`indices` must lie in [0, {len(self)}), got "
                        f"[{indices.min()}, {indices.max()}].")
     file_index = np.searchsorted(self._starts, indices, side="right") - 1
-    positions = indices - self._starts[file_index] + self._skips[file_index]
-    records: list[bytes] = [b""] * indices.size
-    for k in np.unique(file_index):
-      chosen = np.flatnonzero(file_index == k)
-      reader = self._reader(self._files[k][0])
-      for slot, record in zip(chosen, reader.read(positions[chosen].tolist())):
-        records[slot] = record
-    return records
+    positions = (indices - self._starts[file_index] + self._skips[file_index]).tolist()
+    readers = self._readers()
+    if len(self._files) == 1:
+      reader = self._reader(readers, 0)
+      return [_read_at(reader, position) for position in positions]
+    return [_read_at(self._reader(readers, k), position)
+            for k, position in zip(file_index.tolist(), positions)]
+
+
+def _read_at(reader: Any, position: int) -> bytes:
+  reader.seek(position)
+  return reader.read()

@@ -4,6 +4,7 @@ The reference for every batch is the plain numpy gather of the whole split
 (``divlab.data.load``) at the documented indices, computed here from
 ``np.random.default_rng([seed, epoch]).permutation(n)``.
 """
+import concurrent.futures
 import json
 import pathlib
 import pickle
@@ -390,6 +391,11 @@ def test_sharded_records_follow_file_instructions_and_pickle(data_dir):
   copy = pickle.loads(pickle.dumps(split))  # as a worker process receives it
   for source in (split, copy):
     _assert_batch(source.read(indices), arrays, indices)
+  # Loader threads read at once, each seeking its own readers.
+  chunks = np.array_split(indices, 8)
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    for chunk, batch in zip(chunks, pool.map(split.read, chunks)):
+      _assert_batch(batch, arrays, chunk)
   with pytest.raises(ValueError, match="indices"):
     split._source.read([len(split)])
   with pytest.raises(ValueError, match="file_instructions"):
