@@ -18,8 +18,10 @@ generated data is deleted at the end unless ``--keep``.
 
 Part ``feed`` trains the MNIST-1D CNN and MLP with the real data-parallel
 step (``divlab.train.parallel.make_train_step``) fed by each loader, and
-reports per step the time blocked waiting for the next batch and the total:
-the grain loader keeps up when its wait is a small fraction of the step.
+reports per step the total time (relative to the memory-fed step of the same
+round: the loaders take turns, so a shared machine's load hits them alike)
+and the time blocked waiting for the next batch: the grain loader keeps up
+when its step is no slower than the memory-fed one and its wait is near zero.
 
   python benchmarks/data.py --part stream --dir /tmp/divlab_bench --size_gb 2
   python benchmarks/data.py --part feed --steps 400
@@ -213,7 +215,11 @@ def _feed(args) -> None:
 
   Dispatch is asynchronous, so time blocked in ``next(loader)`` overlaps the
   previous step's compute; the step is input-bound only when feeding it from
-  a loader makes the step slower than feeding it from memory.
+  a loader makes the step slower than feeding it from memory. The machine may
+  be shared, so the loaders take turns: ``--rounds`` rounds, each timing
+  ``steps / rounds`` steps of every loader in a row, and each loader's time is
+  compared with the memory-fed time of the same round (the median of those
+  ratios is reported, with their range).
   """
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
@@ -228,24 +234,39 @@ def _feed(args) -> None:
   lazy = data.open_split("divlab_mnist1d", "train", loader="grain")
   variants = [("memory", memory, 0), ("grain", lazy, 0)]
   variants += [("grain", lazy, w) for w in args.feed_workers]
+  labels = [kind + (f" ({w} workers)" if w else "") for kind, _, w in variants]
+  per_round = max(1, args.steps // args.rounds)
 
-  def loader_alone(train, workers):
-    loader = data.make_loader(train, args.batch, seed=1, num_workers=workers)
+  def timed_batches(loaders):
+    """(wall, CPU) ms per batch of each loader alone, taking turns as the steps
+    do; CPU is this process's (its reading threads), not worker processes'."""
+    times = [[] for _ in loaders]
+    for _ in range(args.rounds):
+      for k, loader in enumerate(loaders):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for _ in range(per_round):
+          next(loader)
+        times[k].append((1e3 * (time.perf_counter() - start) / per_round,
+                         1e3 * (time.process_time() - start_cpu) / per_round))
+    return [np.median(np.asarray(t), axis=0) for t in times]
+
+  loaders = [data.make_loader(train, args.batch, seed=1, num_workers=w)
+             for _, train, w in variants]
+  for loader in loaders:
     for _ in range(20):
       next(loader)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      next(loader)
-    elapsed = time.perf_counter() - start
+  alone = timed_batches(loaders)
+  for loader in loaders:
     if hasattr(loader, "close"):
       loader.close()
-    return 1e3 * elapsed / args.steps
 
-  alone = {(kind, w): loader_alone(train, w) for kind, train, w in variants}
-  print(f"\nMNIST-1D step fed by each loader: batch {args.batch}, {args.steps} timed "
-        f"steps after 20 warm-up steps, {jax.device_count()} device(s)\n")
-  print("| model | loader | ms/step | step time vs memory-fed | loader alone, ms/batch |")
-  print("|---|---|---:|---:|---:|")
+  print(f"\nMNIST-1D step fed by each loader: batch {args.batch}, {args.rounds} rounds "
+        f"of {per_round} timed steps per loader after 20 warm-up steps, "
+        f"{jax.device_count()} device(s)\n")
+  print("| model | loader | ms/step | step time vs memory-fed (range over rounds) | "
+        "ms/step waiting in next() | CPU ms/step | loader alone, ms/batch | "
+        "loader alone, CPU ms/batch |")
+  print("|---|---|---:|---:|---:|---:|---:|---:|")
   for arch in ("cnn1d", "mlp"):
     model = models.build(arch, 10)
 
@@ -256,24 +277,48 @@ def _feed(args) -> None:
 
     step = parallel.make_train_step(loss_fn, mesh)
     tx = optax.adam(1e-3)
-    reference = None
-    for kind, train, workers in variants:
+    states, loaders = [], []
+    for _, train, workers in variants:
       params = trainer.init_params(model, data.first_examples(train)["x"], 0)
-      state = trainer.create_state(params, tx, 0, mesh)
-      loader = data.make_loader(train, args.batch, seed=0, num_workers=workers)
-      for index in range(20 + args.steps):
-        if index == 20:
-          jax.block_until_ready(state)
-          start = time.perf_counter()
-        state, _ = step(state, parallel.shard_batch(next(loader), mesh))
+      states.append(trainer.create_state(params, tx, 0, mesh))
+      loaders.append(data.make_loader(train, args.batch, seed=0, num_workers=workers))
+
+    def run(k, num_steps):
+      """Steps of variant k: ms/step of wall time, of this process's CPU time
+      (all its threads: the step's and the loader's, not worker processes'),
+      and blocked in next(loader)."""
+      state, waited = states[k], 0.0
       jax.block_until_ready(state)
-      per_step = 1e3 * (time.perf_counter() - start) / args.steps
+      start, start_cpu = time.perf_counter(), time.process_time()
+      for _ in range(num_steps):
+        before = time.perf_counter()
+        batch = next(loaders[k])
+        waited += time.perf_counter() - before
+        state, _ = step(state, parallel.shard_batch(batch, mesh))
+      jax.block_until_ready(state)
+      states[k] = state
+      per_step = 1e3 / num_steps
+      return (per_step * (time.perf_counter() - start),
+              per_step * (time.process_time() - start_cpu), per_step * waited)
+
+    for k in range(len(variants)):
+      run(k, 20)  # compile, fill the prefetch buffers
+    step_ms, cpu_ms, wait_ms = ([[] for _ in variants] for _ in range(3))
+    for _ in range(args.rounds):
+      for k in range(len(variants)):
+        took, cpu, waited = run(k, per_round)
+        step_ms[k].append(took)
+        cpu_ms[k].append(cpu)
+        wait_ms[k].append(waited)
+    for loader in loaders:
       if hasattr(loader, "close"):
         loader.close()
-      reference = reference or per_step
-      label = kind + (f" ({workers} workers)" if workers else "")
-      print(f"| {arch} | {label} | {per_step:.2f} | {per_step / reference:.2f}x | "
-            f"{alone[(kind, workers)]:.2f} |")
+    for k, label in enumerate(labels):
+      ratios = np.asarray(step_ms[k]) / np.asarray(step_ms[0])
+      print(f"| {arch} | {label} | {np.median(step_ms[k]):.2f} | "
+            f"{np.median(ratios):.2f}x ({ratios.min():.2f}-{ratios.max():.2f}) | "
+            f"{np.median(wait_ms[k]):.2f} | {np.median(cpu_ms[k]):.2f} | {alone[k][0]:.2f} | "
+            f"{alone[k][1]:.2f} |")
 
 
 def main():
@@ -289,6 +334,8 @@ def main():
   parser.add_argument("--steps", type=int, default=400)
   parser.add_argument("--feed_workers", type=int, nargs="*", default=[1],
                       help="feed: extra grain rows with these worker counts")
+  parser.add_argument("--rounds", type=int, default=5,
+                      help="feed: turns each loader takes (the steps are split among them)")
   parser.add_argument("--keep", action="store_true", help="keep the generated data")
   parser.add_argument("--worker", choices=["memory", "grain"], help=argparse.SUPPRESS)
   args = parser.parse_args()
