@@ -42,6 +42,35 @@ def _np_js(p_row, q_row, beta=0.5):
   return beta * (p * np.log(p / m)).sum() + (1 - beta) * (q * np.log(q / m)).sum()
 
 
+def _probs(p_row, q_row):
+  return np.exp(_log_softmax(p_row)), np.exp(_log_softmax(q_row))
+
+
+def _np_alpha(p_row, q_row, alpha=0.3):
+  p, q = _probs(p_row, q_row)
+  return (1 - (p ** alpha * q ** (1 - alpha)).sum()) / (alpha * (1 - alpha))
+
+
+def _np_renyi(p_row, q_row, alpha=0.7):
+  p, q = _probs(p_row, q_row)
+  return np.log((p ** alpha * q ** (1 - alpha)).sum()) / (alpha - 1)
+
+
+def _np_hellinger(p_row, q_row):
+  p, q = _probs(p_row, q_row)
+  return ((np.sqrt(p) - np.sqrt(q)) ** 2).sum()
+
+
+def _np_chi2(p_row, q_row):
+  p, q = _probs(p_row, q_row)
+  return ((p - q) ** 2 / q).sum()
+
+
+def _np_tv(p_row, q_row):
+  p, q = _probs(p_row, q_row)
+  return 0.5 * np.abs(p - q).sum()
+
+
 def _per_row(fn, *rows_of_arrays):
   """fn applied to the kept entries of each row (plain numpy slices)."""
   return np.array([fn(*(a[r][WHERE[r]] for a in rows_of_arrays))
@@ -65,6 +94,15 @@ def masked_fns():
       "entropy": jax.jit(lambda p, q: divergences.entropy(p, where=WHERE)),
       "kl": jax.jit(lambda p, q: divergences.kl(p, q, where=WHERE)),
       "js": jax.jit(lambda p, q: divergences.js(p, q, where=WHERE)),
+      "reverse_kl": jax.jit(lambda p, q: divergences.reverse_kl(p, q, where=WHERE)),
+      "alpha": jax.jit(lambda p, q: divergences.alpha_divergence(p, q, alpha=0.3,
+                                                                  where=WHERE)),
+      "renyi": jax.jit(lambda p, q: divergences.renyi(p, q, alpha=0.7, where=WHERE)),
+      "squared_hellinger": jax.jit(
+          lambda p, q: divergences.squared_hellinger(p, q, where=WHERE)),
+      "chi_squared": jax.jit(lambda p, q: divergences.chi_squared(p, q, where=WHERE)),
+      "total_variation": jax.jit(
+          lambda p, q: divergences.total_variation(p, q, where=WHERE)),
   }
 
 
@@ -72,6 +110,12 @@ NUMPY = {
     "entropy": lambda p, q: _per_row(_np_entropy, p),
     "kl": lambda p, q: _per_row(_np_kl, p, q),
     "js": lambda p, q: _per_row(_np_js, p, q),
+    "reverse_kl": lambda p, q: _per_row(lambda a, b: _np_kl(b, a), p, q),
+    "alpha": lambda p, q: _per_row(_np_alpha, p, q),
+    "renyi": lambda p, q: _per_row(_np_renyi, p, q),
+    "squared_hellinger": lambda p, q: _per_row(_np_hellinger, p, q),
+    "chi_squared": lambda p, q: _per_row(_np_chi2, p, q),
+    "total_variation": lambda p, q: _per_row(_np_tv, p, q),
 }
 
 
