@@ -6,6 +6,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from divlab import _checks
 from divlab.losses.reductions import reduce_loss
 
 __all__ = ["softmax_cross_entropy", "squared_error"]
@@ -23,7 +24,8 @@ def softmax_cross_entropy(logits: jax.typing.ArrayLike,
   Args:
     logits: ``[..., C]`` unnormalised scores.
     labels: ``[...]`` integer class indices in ``[0, C)``.
-    where: optional ``[...]`` boolean mask of valid examples/tokens.
+    where: optional boolean mask of valid examples/tokens, shape ``[...]`` or
+      ``[..., 1]`` exactly (never a class mask; see `divlab._checks.example_mask`).
     reduction: see ``divlab.losses.reduce_loss`` (default per-example).
 
   Returns:
@@ -42,7 +44,8 @@ def softmax_cross_entropy(logits: jax.typing.ArrayLike,
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   values = -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32),
                                 axis=-1)[..., 0]
-  return reduce_loss(values, reduction, where=where)
+  return reduce_loss(values, reduction,
+                     where=_checks.example_mask(where, logits.shape))
 
 
 def squared_error(predictions: jax.typing.ArrayLike,

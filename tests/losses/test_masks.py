@@ -12,6 +12,7 @@ from scipy import special
 import pytest
 
 from divlab import divergences
+from divlab import losses
 from divlab.losses import distillation
 
 _RNG = np.random.default_rng(3)
@@ -92,3 +93,14 @@ def test_padded_position_may_hold_a_label_of_an_excluded_class():
   got = distillation.kd(S, T, Y, alpha=0.5, where=padded, class_where=class_mask)
   assert np.all(np.isfinite(np.asarray(got)))
   np.testing.assert_array_equal(np.asarray(got)[~padded], 0.0)
+
+
+def test_cross_entropy_where_follows_the_same_rule():
+  ce = losses.softmax_cross_entropy
+  got = ce(S, Y, where=EXAMPLES, reduction="mean")
+  expected = _np_kd(S[EXAMPLES], T[EXAMPLES], Y[EXAMPLES], 0.0).mean()
+  np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+  with pytest.raises(ValueError, match="ambiguous"):
+    ce(S[:3], Y[:3], where=np.array([1, 1, 0], bool))
+  with pytest.raises(ValueError, match="`where`"):
+    ce(S, Y, where=np.ones((1, 4), bool))
