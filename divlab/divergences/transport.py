@@ -159,7 +159,8 @@ def sinkhorn(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   differentiates), and ott's default implicit differentiation solves a linear
   system that is nearly singular once the plan is close to a permutation: with
   x, y of shape [64, 16] it fails ("operator was not well-posed") already at
-  epsilon = 0.1. The backward costs about two to three forward solves.
+  epsilon = 0.1. Value and gradient together take about three times the
+  forward solve (x, y of shape [1000, 16], epsilon 0.1, on a CPU).
 
   References:
     Cuturi, "Sinkhorn distances: lightspeed computation of optimal transport",
@@ -183,8 +184,8 @@ def sinkhorn(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
       Python number >= 1: the iterations start at `anneal_start * epsilon`.
     anneal_decay: factor in (0, 1) by which the annealed epsilon shrinks per
       iteration (default 0.99: 930 iterations from 1e4 x epsilon).
-    accept_unconverged: return the cost even when the solver did not converge
-      (default False: NaN).
+    accept_unconverged: Python bool; return the cost even when the solver did
+      not converge (default False: NaN).
 
   Returns:
     Scalar transport cost; NaN when the solver did not converge (unless
