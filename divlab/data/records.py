@@ -362,12 +362,12 @@ class ShardedArrayRecords:
     if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
       raise ValueError(f"`indices` must lie in [0, {len(self)}), got "
                        f"[{indices.min()}, {indices.max()}].")
-    file_index = np.searchsorted(self._starts, indices, side="right") - 1
-    positions = (indices - self._starts[file_index] + self._skips[file_index]).tolist()
     readers = self._readers()
     if len(self._files) == 1:
       reader = self._reader(readers, 0)
-      return [_read_at(reader, position) for position in positions]
+      return [_read_at(reader, position) for position in (indices + self._skips[0]).tolist()]
+    file_index = np.searchsorted(self._starts, indices, side="right") - 1
+    positions = (indices - self._starts[file_index] + self._skips[file_index]).tolist()
     return [_read_at(self._reader(readers, k), position)
             for k, position in zip(file_index.tolist(), positions)]
 
