@@ -104,15 +104,19 @@ def test_each_process_reads_its_slice_and_slices_make_one_copy(split, arrays, pr
     loader.close()
 
 
-def test_resume_from_json_state_continues_the_stream(split):
+@pytest.mark.parametrize("batches_per_element", [1, 3])
+def test_resume_from_json_state_continues_the_stream(split, batches_per_element):
+  # Batches come 3 to an element too: 17 served stops inside the 6th element.
   uninterrupted = _grain(split, 16, seed=3, drop_remainder=False)
   reference = [next(uninterrupted) for _ in range(30)]
-  first = _grain(split, 16, seed=3, drop_remainder=False)
+  first = _grain(split, 16, seed=3, drop_remainder=False,
+                 batches_per_element=batches_per_element)
   for _ in range(17):  # across the first epoch boundary (353 / 16 = 22.06)
     next(first)
   state = json.loads(json.dumps(first.get_state()))
   first.close()  # a killed run: its prefetched batches are lost
-  resumed = _grain(split, 16, seed=3, drop_remainder=False)
+  resumed = _grain(split, 16, seed=3, drop_remainder=False,
+                   batches_per_element=batches_per_element)
   resumed.set_state(state)
   assert resumed.get_state() == state
   for expected in reference[17:]:
@@ -148,8 +152,8 @@ def test_state_from_another_stream_is_refused(split):
 
 
 def test_worker_processes_give_the_same_batches(split, arrays):
-  loader = _grain(split, 32, seed=9, num_workers=1, prefetch=2)
-  expected = _documented_indices(9, len(arrays["y"]), 32, 3, True)
+  loader = _grain(split, 32, seed=9, num_workers=1, prefetch=2, batches_per_element=2)
+  expected = _documented_indices(9, len(arrays["y"]), 32, 5, True)
   for indices in expected:
     _assert_batch(next(loader), arrays, indices)
   loader.close()
@@ -159,6 +163,7 @@ def test_worker_processes_give_the_same_batches(split, arrays):
     ({"num_workers": -1}, "num_workers"),
     ({"num_threads": 0}, "num_threads"),
     ({"prefetch": 0}, "prefetch"),
+    ({"batches_per_element": 0}, "batches_per_element"),
     ({"process_index": 2, "process_count": 2}, "process_index"),
     ({"process_count": 3}, "global_batch_size"),
 ])
