@@ -174,13 +174,14 @@ def train_model(*,
   Args:
     workdir: this model's run directory.
     config: a ``ConfigDict``; :func:`run_config` builds one with every key.
-      Required: ``data.batch_size`` (global), ``train.num_steps``,
-      ``train.log_every``, ``train.eval_every``, ``train.checkpoint_every``,
-      ``train.keep_checkpoints`` and the ``optimizer`` block
-      (:func:`make_optimizer`; unused when ``tx`` is given). Optional:
-      ``data.num_workers`` (grain workers, default 0), ``eval_batch_size``
-      (default: about 512, a multiple of the device count) and ``progress``
-      (default True; the bar goes to stderr).
+      Required: ``data.batch_size`` (global), ``train.num_steps`` and, unless
+      ``tx`` is given, the ``optimizer`` block (:func:`make_optimizer`); a
+      missing one is a ValueError naming it. Optional, with run_config's
+      defaults: ``train.log_every`` (100), ``train.eval_every`` (0: at the
+      end only), ``train.checkpoint_every`` (1000), both capped at
+      ``num_steps``; ``train.keep_checkpoints`` (1); ``data.num_workers``
+      (grain workers, 0); ``eval_batch_size`` (about 512, a multiple of the
+      device count); ``progress`` (True; the bar goes to stderr).
     model: a linen module whose ``init(key, x)`` takes a batch of ``x`` (used
       only when ``params`` is None).
     model_spec: optional ``{"name", "num_outputs", **kwargs}`` for
@@ -217,10 +218,17 @@ def train_model(*,
   workdir.mkdir(parents=True, exist_ok=True)
   if model_spec is not None:
     metrics_lib.write_json(workdir / "model.json", dict(model_spec), indent=2)
-  batch_size = int(config.data.batch_size)
+  batch_size = int(_required(config, "data.batch_size"))
   parallel.check_batch_size(batch_size, mesh)
-  num_steps = int(config.train.num_steps)
-  tx = make_optimizer(config.optimizer, num_steps) if tx is None else tx
+  num_steps = int(_required(config, "train.num_steps"))
+  # The optional keys take run_config's defaults, so a hand-written config
+  # needs only the required ones.
+  defaults = run_config(batch_size=batch_size, optimizer={}, num_steps=num_steps).train
+  train_config = config.get("train")
+  train_keys = {k: int(train_config.get(k, defaults[k])) for k in
+                ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints")}
+  if tx is None:
+    tx = make_optimizer(_required(config, "optimizer"), num_steps)
   if params is None:
     params = init_params(model, data.first_examples(train_arrays)["x"], seed)
   state = create_state(params, tx, seed, mesh)
@@ -240,12 +248,20 @@ def train_model(*,
 
   state, final = loop.fit(
       workdir=workdir, state=state, train_step=step, loader=loader, mesh=mesh,
-      num_steps=num_steps, log_every=int(config.train.log_every),
-      eval_every=int(config.train.eval_every), eval_fn=eval_fn,
-      checkpoint_every=int(config.train.checkpoint_every),
-      keep_checkpoints=int(config.train.keep_checkpoints),
+      num_steps=num_steps, eval_fn=eval_fn, **train_keys,
       progress=bool(config.get("progress", True)), desc=desc)
   return jax.device_get(state.params), final
+
+
+def _required(config: ml_collections.ConfigDict, dotted_key: str) -> Any:
+  """``config[a][b]`` for "a.b", or a ValueError naming the missing key."""
+  node = config
+  for part in dotted_key.split("."):
+    if not hasattr(node, "get") or node.get(part) is None:
+      raise ValueError(f"config key `{dotted_key}` is missing; train_model needs "
+                       "it (run_config builds a complete config).")
+    node = node.get(part)
+  return node
 
 
 def _eval_batch_size(mesh: jax.sharding.Mesh) -> int:

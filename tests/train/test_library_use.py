@@ -8,6 +8,7 @@ refuses a wrong path, and the progress bar stays off stdout.
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -109,3 +110,32 @@ def test_progress_bar_writes_to_stderr_not_stdout(tmp_path, capsys):
   captured = capsys.readouterr()
   assert "own-loop" in captured.err
   assert "own-loop" not in captured.out and "\r" not in captured.out
+
+
+def test_a_minimal_hand_written_config_trains(tmp_path):
+  config = ml_collections.ConfigDict({"data": {"batch_size": 16},
+                                      "train": {"num_steps": 3},
+                                      "optimizer": {"name": "sgd", "learning_rate": 0.1},
+                                      "progress": False})
+  train.train_model(workdir=tmp_path, config=config, model=MODEL, loss_fn=_loss_fn,
+                    train_arrays=ARRAYS, eval_sets={}, per_example_metrics=_accuracy,
+                    seed=0)
+  # log_every and checkpoint_every default to run_config's, capped at num_steps.
+  assert [r["step"] for r in train.read_metrics(tmp_path) if "train_loss" in r] == [3]
+  assert (tmp_path / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize("missing", ["data.batch_size", "train.num_steps", "optimizer"])
+def test_a_missing_required_key_is_named(tmp_path, missing):
+  config = ml_collections.ConfigDict({"data": {"batch_size": 16},
+                                      "train": {"num_steps": 3},
+                                      "optimizer": {"name": "sgd"}})
+  head, _, tail = missing.partition(".")
+  if tail:
+    del config[head][tail]
+  else:
+    del config[head]
+  with pytest.raises(ValueError, match=f"`{missing}` is missing"):
+    train.train_model(workdir=tmp_path, config=config, model=MODEL, loss_fn=_loss_fn,
+                      train_arrays=ARRAYS, eval_sets={}, per_example_metrics=_accuracy,
+                      seed=0)
