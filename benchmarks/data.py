@@ -234,7 +234,14 @@ def _feed(args) -> None:
   lazy = data.open_split("divlab_mnist1d", "train", loader="grain")
   variants = [("memory", memory, 0), ("grain", lazy, 0)]
   variants += [("grain", lazy, w) for w in args.feed_workers]
-  labels = [kind + (f" ({w} workers)" if w else "") for kind, _, w in variants]
+  labels = [kind + (f" ({w} workers, {args.batches_per_element} batches/element)" if w else "")
+            for kind, _, w in variants]
+
+  def make_loader(train, seed, workers):
+    # Threads hand batches over for free; worker processes per element.
+    grouping = {"batches_per_element": args.batches_per_element} if workers else {}
+    return data.make_loader(train, args.batch, seed=seed, num_workers=workers, **grouping)
+
   per_round = max(1, args.steps // args.rounds)
 
   def timed_batches(loaders):
@@ -250,8 +257,7 @@ def _feed(args) -> None:
                          1e3 * (time.process_time() - start_cpu) / per_round))
     return [np.median(np.asarray(t), axis=0) for t in times]
 
-  loaders = [data.make_loader(train, args.batch, seed=1, num_workers=w)
-             for _, train, w in variants]
+  loaders = [make_loader(train, 1, w) for _, train, w in variants]
   for loader in loaders:
     for _ in range(20):
       next(loader)
@@ -281,7 +287,7 @@ def _feed(args) -> None:
     for _, train, workers in variants:
       params = trainer.init_params(model, data.first_examples(train)["x"], 0)
       states.append(trainer.create_state(params, tx, 0, mesh))
-      loaders.append(data.make_loader(train, args.batch, seed=0, num_workers=workers))
+      loaders.append(make_loader(train, 0, workers))
 
     def run(k, num_steps):
       """Steps of variant k: ms/step of wall time, of this process's CPU time
@@ -334,6 +340,8 @@ def main():
   parser.add_argument("--steps", type=int, default=400)
   parser.add_argument("--feed_workers", type=int, nargs="*", default=[1],
                       help="feed: extra grain rows with these worker counts")
+  parser.add_argument("--batches_per_element", type=int, default=4,
+                      help="feed: grain batches per element with worker processes")
   parser.add_argument("--rounds", type=int, default=5,
                       help="feed: turns each loader takes (the steps are split among them)")
   parser.add_argument("--keep", action="store_true", help="keep the generated data")

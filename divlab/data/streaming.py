@@ -346,7 +346,8 @@ class GrainLoader:
     _ensure_absl_flags_parsed()
     first, already_served = divmod(self._batches_served, self._per_element)
     elements = grain.MapDataset.range(first, sys.maxsize).map(self._read)
-    prefetch = math.ceil(self._prefetch / self._per_element)  # in elements
+    # In elements; at least one per thread, or grain leaves threads idle.
+    prefetch = max(self._num_threads, math.ceil(self._prefetch / self._per_element))
     stream = elements.to_iter_dataset(grain.ReadOptions(
         num_threads=self._num_threads, prefetch_buffer_size=prefetch))
     if self._num_workers:
