@@ -1,6 +1,7 @@
 """Argument checks: open/closed ends, infinities and NaN."""
 import math
 
+import numpy as np
 import pytest
 
 from divlab import _checks
@@ -35,3 +36,27 @@ def test_sliced_wasserstein_refuses_infinite_order():
   from divlab.divergences import sliced_wasserstein  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="`p`"):
     sliced_wasserstein(jnp.zeros((3, 2)), jnp.ones((3, 2)), jax.random.key(0), p=math.inf)
+
+
+@pytest.mark.parametrize("mask_shape, logits_shape", [
+    ((4,), (4, 3)), ((4, 1), (4, 3)), ((2, 5), (2, 5, 7)), ((2, 5, 1), (2, 5, 7)),
+    ((), (3,)),
+])
+def test_example_mask_accepts_the_batch_shape_or_keepdims(mask_shape, logits_shape):
+  mask = np.arange(int(np.prod(mask_shape))).reshape(mask_shape) % 2 == 0
+  got = _checks.example_mask(mask, logits_shape)
+  assert got.shape == logits_shape[:-1] and got.dtype == bool
+  np.testing.assert_array_equal(np.asarray(got), mask.reshape(logits_shape[:-1]))
+
+
+@pytest.mark.parametrize("mask_shape, logits_shape, message", [
+    ((5,), (2, 5, 7), "must have shape"),      # would broadcast over the batch
+    ((1,), (4, 3), "must have shape"),
+    ((4, 3), (4, 3), "must have shape"),       # a per-entry (class) mask
+    ((3,), (3, 3), "ambiguous"),               # B == C: class or example?
+    ((2, 7), (2, 7, 7), "ambiguous"),
+])
+def test_example_mask_refuses_broadcasting_and_ambiguity(mask_shape, logits_shape, message):
+  with pytest.raises(ValueError, match=message):
+    _checks.example_mask(np.ones(mask_shape, bool), logits_shape)
+  assert _checks.example_mask(None, logits_shape) is None
