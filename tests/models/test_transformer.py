@@ -153,11 +153,10 @@ def test_bad_configuration_and_inputs_raise():
 # ----------------------------------------------------------------------------
 
 
-def _generate_without_cache(model, params, prompts, prompt_mask, key, num_new, *,
+def _generate_without_cache(forward, prompts, prompt_mask, key, num_new, *,
                             temperature=1.0, top_k=0, greedy=False, stop=None, pad=0):
   """Reference: every step re-runs the model on prompt + tokens so far."""
   batch = prompts.shape[0]
-  forward = jax.jit(lambda x, m: model.apply({"params": params}, x, token_mask=m))
   tokens = np.full((batch, num_new), pad, np.int32)
   logps = np.zeros((batch, num_new), np.float64)
   mask = np.zeros((batch, num_new), bool)
@@ -189,7 +188,9 @@ def sampling_setup():
   prompts = _tokens((4, 5), seed=3)
   prompt_mask = jnp.asarray(np.arange(5)[None] >= np.array([0, 2, 0, 1])[:, None])
   params = _perturbed_params(model, prompts, seed=4)
-  return model, params, prompts, prompt_mask
+  # One jitted full forward for every reference loop (7 prefix lengths).
+  forward = jax.jit(lambda x, m: model.apply({"params": params}, x, token_mask=m))
+  return model, params, prompts, prompt_mask, forward
 
 
 @pytest.mark.parametrize("options", [
@@ -198,13 +199,13 @@ def sampling_setup():
     dict(greedy=True),
 ])
 def test_generate_with_cache_equals_no_cache_loop(sampling_setup, options):
-  model, params, prompts, prompt_mask = sampling_setup
+  model, params, prompts, prompt_mask, forward = sampling_setup
   key = jax.random.key(7)
   stop = options.pop("stop", None)
   out = models.generate(model, params, prompts, key, max_new_tokens=7,
                         prompt_mask=prompt_mask, stop_token=stop, pad_token=0, **options)
-  tokens, logps, mask = _generate_without_cache(model, params, prompts, prompt_mask, key,
-                                                7, stop=stop, **options)
+  tokens, logps, mask = _generate_without_cache(forward, prompts, prompt_mask, key, 7,
+                                                stop=stop, **options)
   np.testing.assert_array_equal(out.tokens, tokens)
   np.testing.assert_array_equal(out.mask, mask)
   np.testing.assert_allclose(out.log_probs, logps, atol=1e-5)
@@ -213,7 +214,7 @@ def test_generate_with_cache_equals_no_cache_loop(sampling_setup, options):
 
 
 def test_generate_is_exact_under_vmap(sampling_setup):
-  model, params, prompts, prompt_mask = sampling_setup
+  model, params, prompts, prompt_mask, _ = sampling_setup
   keys = jax.random.split(jax.random.key(11), 3)
   run = lambda p, k: models.generate(model, p, prompts, k, max_new_tokens=6,
                                      prompt_mask=prompt_mask, stop_token=STOP)
@@ -240,7 +241,7 @@ def test_sampling_frequencies_follow_tempered_top_k_softmax():
 
 
 def test_generate_bad_arguments_raise(sampling_setup):
-  model, params, prompts, _ = sampling_setup
+  model, params, prompts, _, _ = sampling_setup
   key = jax.random.key(0)
   with pytest.raises(ValueError, match="max_new_tokens"):
     models.generate(model, params, prompts, key, max_new_tokens=0)
