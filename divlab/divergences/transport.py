@@ -46,6 +46,7 @@ import numpy as np
 
 from divlab import _checks
 from divlab.divergences import _samples
+from divlab.divergences import kernel
 
 __all__ = ["sinkhorn", "sinkhorn_divergence", "sliced_wasserstein"]
 
@@ -204,17 +205,23 @@ def sinkhorn(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   schedule, settings = _schedule(epsilon, max_iterations, anneal_start, anneal_decay)
   # ott is imported on first use: it is two thirds of `import divlab`'s time,
   # which every subprocess, notebook kernel and test worker pays otherwise.
-  from ott.geometry import pointcloud  # pylint: disable=g-import-not-at-top
+  from ott.geometry import geometry  # pylint: disable=g-import-not-at-top
   from ott.problems.linear import linear_problem  # pylint: disable=g-import-not-at-top
   from ott.solvers.linear import sinkhorn as ott_sinkhorn  # pylint: disable=g-import-not-at-top
-  geom = pointcloud.PointCloud(x, y, epsilon=schedule, relative_epsilon=None)
+  # The cost matrix comes from differences (divlab's squared distances), not
+  # ott's |x|^2 + |y|^2 - 2 x.y: that form goes through a matmul, which on GPUs
+  # defaults to TF32 and moved the plan visibly (gradients 10% off on an H200),
+  # also in the backward pass, where no precision context reaches.
+  geom = geometry.Geometry(cost_matrix=kernel.squared_distances(x, y), epsilon=schedule,
+                           relative_epsilon=None)
   problem = linear_problem.LinearProblem(geom, a=a, b=b)
   # implicit_diff=None: differentiate through the iterations (see docstring).
   solver = ott_sinkhorn.Sinkhorn(threshold=threshold, implicit_diff=None, **settings)
   out = solver(problem)
+  cost = out.primal_cost
   if not accept_unconverged:
     ok = ok & _converged(out.errors, threshold)
-  return _samples.nan_unless(out.primal_cost, ok)
+  return _samples.nan_unless(cost, ok)
 
 
 def sinkhorn_divergence(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
@@ -281,10 +288,11 @@ def sinkhorn_divergence(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   schedule, settings = _schedule(epsilon, max_iterations, anneal_start, anneal_decay)
   from ott.geometry import pointcloud  # pylint: disable=g-import-not-at-top
   from ott.tools import sinkhorn_divergence as ott_divergence  # pylint: disable=g-import-not-at-top
-  value, out = ott_divergence.sinkhorn_divergence(
-      pointcloud.PointCloud, x, y, a=a, b=b, epsilon=schedule,
-      relative_epsilon=None,
-      solve_kwargs={"threshold": threshold, "use_danskin": True, **settings})
+  with jax.default_matmul_precision("float32"):  # as in `sinkhorn`
+    value, out = ott_divergence.sinkhorn_divergence(
+        pointcloud.PointCloud, x, y, a=a, b=b, epsilon=schedule,
+        relative_epsilon=None,
+        solve_kwargs={"threshold": threshold, "use_danskin": True, **settings})
   if not accept_unconverged:
     for errors in out.errors:
       ok = ok & _converged(errors, threshold)
