@@ -354,9 +354,10 @@ def test_mask_broadcasts_and_may_be_integer():
   columns = np.isin(np.arange(6), COLUMNS_KEPT)
   kl = jax.jit(dv.kl)
   full = kl(P_LOGITS, Q_LOGITS, where=np.broadcast_to(columns, SHAPE))
-  np.testing.assert_allclose(kl(P_LOGITS, Q_LOGITS, where=columns), full, rtol=1e-7)
+  # Three programs: on a GPU each may sum in its own order (1 ulp apart).
+  np.testing.assert_allclose(kl(P_LOGITS, Q_LOGITS, where=columns), full, rtol=1e-6)
   np.testing.assert_allclose(kl(P_LOGITS, Q_LOGITS, where=columns.astype(np.int32)),
-                             full, rtol=1e-7)
+                             full, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------

@@ -46,7 +46,9 @@ def test_init_matches_single_model_init():
   stacked = ensemble.init_ensemble_params(MODEL, x, [3, 7])
   for k, seed in enumerate([3, 7]):
     single = trainer.init_params(MODEL, x, seed)
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[k], b), stacked, single)
+    # Same random draws; on a GPU the vmapped initialiser may round differently.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[k], b, rtol=2e-6, atol=1e-7),
+                 stacked, single)
 
 
 def test_loader_serves_each_members_single_model_stream():
