@@ -23,8 +23,13 @@ round: the loaders take turns, so a shared machine's load hits them alike)
 and the time blocked waiting for the next batch: the grain loader keeps up
 when its step is no slower than the memory-fed one and its wait is near zero.
 
+Part ``read`` times one MNIST-1D batch read each way (tfds's source with a
+per-record decode, as before; the direct read with a per-record decode; the
+batch path), taking turns.
+
   python benchmarks/data.py --part stream --dir /tmp/divlab_bench --size_gb 2
   python benchmarks/data.py --part feed --steps 400
+  python benchmarks/data.py --part read --steps 300
 """
 from __future__ import annotations
 
@@ -327,9 +332,58 @@ def _feed(args) -> None:
             f"{alone[k][1]:.2f} |")
 
 
+def _read(args) -> None:
+  """ms (wall and CPU) per MNIST-1D batch for each way of reading it, in turns.
+
+  ``tfds.data_source`` + per record: what the grain loader did before reading
+  batches in one pass (tfds's array_record source, then one Example parse and
+  numpy conversion per record); ``read_records``: the direct array_record
+  read, still decoded per record; ``read``: the batch path.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  from divlab import data  # pylint: disable=g-import-not-at-top
+  from divlab.data import loading  # pylint: disable=g-import-not-at-top
+
+  split = data.TfdsSplit("divlab_mnist1d", "train")
+  source = tfds.data_source(
+      "divlab_mnist1d", split="train", download=False,
+      data_dir=loading._resolve_data_dir(None),  # pylint: disable=protected-access
+      deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  decode = split._decode  # pylint: disable=protected-access
+
+  def tfds_per_record(indices):
+    raw = source.__getitems__([int(i) for i in indices])
+    return data.collate_supervised([decode(record) for record in raw])
+
+  paths = {"tfds.data_source + per record": tfds_per_record,
+           "direct read + per record (read_records)": split.read_records,
+           "direct read + batch decode (read)": split.read}
+  order = data.Loader({"i": np.arange(len(split))}, args.batch, seed=0,
+                      process_index=0, process_count=1)
+  per_turn = max(1, args.steps // args.rounds)
+  times = {name: [] for name in paths}
+  batch_index = 0
+  for _ in range(args.rounds):
+    for name, read in paths.items():
+      start, start_cpu = time.perf_counter(), time.process_time()
+      for k in range(per_turn):
+        read(order.global_indices(batch_index + k))
+      times[name].append((1e3 * (time.perf_counter() - start) / per_turn,
+                          1e3 * (time.process_time() - start_cpu) / per_turn))
+    batch_index += per_turn
+  print(f"\nMNIST-1D batches of {args.batch} shuffled records, {args.rounds} turns of "
+        f"{per_turn} batches each\n")
+  print("| read path | ms/batch | CPU ms/batch | vs tfds.data_source + per record |")
+  print("|---|---:|---:|---:|")
+  reference = np.median(times["tfds.data_source + per record"], axis=0)[0]
+  for name, rows in times.items():
+    wall, cpu = np.median(rows, axis=0)
+    print(f"| {name} | {wall:.3f} | {cpu:.3f} | {reference / wall:.1f}x faster |")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--part", choices=["stream", "feed"], default="stream")
+  parser.add_argument("--part", choices=["stream", "feed", "read"], default="stream")
   parser.add_argument("--dir", default=None,
                       help="tfds data dir for the generated data (default: a new temp dir)")
   parser.add_argument("--size_gb", type=float, default=1.0)
@@ -351,6 +405,8 @@ def main():
     _stream_worker(args)
   elif args.part == "stream":
     _stream(args)
+  elif args.part == "read":
+    _read(args)
   else:
     _feed(args)
 
