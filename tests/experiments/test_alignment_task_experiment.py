@@ -1,6 +1,7 @@
 """The alignment family's language-task setting: smoke config end to end."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -16,7 +17,10 @@ from experiments.alignment import task_losses
 def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("alignment_task")
   config = sort_config.get_config("smoke")
-  rows = runner.run(config, workdir)
+  # The SFT model's zero KL and zero margins compare a cached decode with
+  # full forwards: full float32 matmuls (not TF32 on GPUs) keep that rounding.
+  with jax.default_matmul_precision("float32"):
+    rows = runner.run(config, workdir)
   return config, workdir, rows
 
 
@@ -86,7 +90,8 @@ def test_rerun_reads_the_finished_subruns(smoke_run):
   config, workdir, rows = smoke_run
   done = workdir / "runs" / "preference_paired" / "records.json"
   before = done.stat().st_mtime_ns
-  again = runner.run(config, workdir)
+  with jax.default_matmul_precision("float32"):
+    again = runner.run(config, workdir)
   assert done.stat().st_mtime_ns == before
   for a, b in zip(again, rows):
     assert a["method"] == b["method"]
