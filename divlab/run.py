@@ -401,9 +401,9 @@ def request_deterministic_gpu() -> None:
   Bit-identical resume needs every process to run the same kernels. On a GPU,
   XLA autotunes convolution and matmul algorithms per process and some reduce
   with atomics; measured on an H200, a CNN run killed and resumed ended with a
-  different test loss without this flag. The flag makes XLA use deterministic
-  algorithms without autotuning between them. A value the user already set in
-  XLA_FLAGS wins.
+  different test loss without this flag. The flag is XLA's switch for
+  run-to-run determinism (deterministic algorithms and reductions). A value the
+  user already set in XLA_FLAGS wins.
   """
   current = os.environ.get("XLA_FLAGS", "")
   if "xla_gpu_deterministic_ops" not in current:
