@@ -13,6 +13,7 @@ DOCTESTED_HERE = [
     "divlab.divergences.kernel",
     "divlab.divergences.transport",
     "divlab.divergences.dependence",
+    "divlab.divergences.fused",
     "divlab.losses.reductions",
     "divlab.losses.supervised",
     "divlab.losses.distillation",
