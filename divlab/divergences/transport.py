@@ -14,7 +14,7 @@ Three things the wrappers add to ott:
   with a marginal error above `threshold` (or diverges), the result is NaN,
   value and gradient, unless `accept_unconverged=True`. The check reads the
   last error ott recorded, not ott's `converged` flag, which also reports True
-  when the loop stopped on an unevaluated (infinite) error placeholder.
+  when the loop stopped on an unevaluated (infinite) error entry.
 * **Epsilon annealing** (`anneal_start`, `anneal_decay`): ott's geometric
   epsilon schedule, starting at `anneal_start * epsilon` and shrinking by
   `anneal_decay` per iteration down to `epsilon`. No convergence test is made
@@ -80,7 +80,7 @@ def _schedule(epsilon, max_iterations, anneal_start, anneal_decay):
   schedule has reached `epsilon`. It is set one past a multiple of
   `inner_iterations` on purpose: ott skips the error computation before
   `min_iterations` and its divergence test then reads that skipped block's
-  infinite placeholder, which would end the loop at once; one iteration later,
+  infinite entry, which would end the loop at once; one iteration later,
   the block that is read has a real error.
   """
   if not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:

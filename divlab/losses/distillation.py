@@ -135,7 +135,7 @@ def _label_nll(student: jax.Array, labels: jax.Array,
     return nll
   class_mask = jnp.broadcast_to(jnp.asarray(class_where, bool), student.shape)
   label_kept = jnp.take_along_axis(class_mask, labels[..., None], axis=-1)[..., 0]
-  if position_mask is not None:  # padded positions carry a placeholder label
+  if position_mask is not None:  # padded positions may carry any label
     label_kept = label_kept | ~position_mask
   if not isinstance(label_kept, jax.core.Tracer) and not bool(jnp.all(label_kept)):
     first = tuple(int(i) for i in np.argwhere(~np.asarray(label_kept))[0])
