@@ -12,8 +12,9 @@ which prepare offline on first use. Public API:
 - ``eval_batches(arrays, batch_size)``: every example once, with a ``mask``.
 - ``open_split(name, split, loader="auto")``: a training split in memory, or
   as a lazy ``TfdsSplit`` when it exceeds a memory budget; ``make_loader``
-  gives ``Loader`` for the first and ``GrainLoader`` (grain over
-  ``tfds.data_source``, same order, slices and position) for the second.
+  gives ``Loader`` for the first and ``GrainLoader`` (grain over the split's
+  array_record files, same order, slices and position; ``cache_bytes`` keeps
+  decoded records in memory, ``DecodedRecordCache``) for the second.
 - ``sequences``: variable-length token records to fixed shapes, padded with a
   ``mask`` (``pad_sequences``) or packed with ``segment_ids``
   (``pack_sequences``), and the collates that do it inside a ``GrainLoader``.
@@ -42,6 +43,7 @@ from divlab.data.synthetic import ring_gmm_means
 from divlab.data.synthetic import sample_noisy_regression
 from divlab.data.synthetic import sample_ring_gmm
 from divlab.data.streaming import collate_supervised
+from divlab.data.streaming import DecodedRecordCache
 from divlab.data.streaming import first_examples
 from divlab.data.streaming import GrainLoader
 from divlab.data.streaming import make_loader
@@ -52,6 +54,7 @@ from divlab.data.text_builder import prepare_text
 
 __all__ = [
     "BUILDERS",
+    "DecodedRecordCache",
     "EMBEDDED",
     "GrainLoader",
     "Loader",

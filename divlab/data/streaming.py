@@ -16,12 +16,24 @@ collates them in background threads (and optionally in worker processes,
 step. Each grain element is one whole batch: its records are read in one call
 per file and, when they have fixed shapes, decoded in one numpy pass
 (:meth:`~divlab.data.records.ExampleDecoder.decode_batch`), so the cost per
-record is a few microseconds of reading, not a Python loop. Grain's own pipeline position is never saved: the batch index
-is the whole position, so restoring is O(1) and a prefetched-but-unconsumed
+record is a few microseconds of reading, not a Python loop. Grain's own
+pipeline position is never saved: the batch index is the whole position, so restoring is O(1) and a prefetched-but-unconsumed
 batch is simply read again after a restart.
 
+Reading is bounded below by array_record itself: every record is its own
+compressed chunk (random access needs that), about 3 us of CPU per record
+whatever the decoding, so 0.35-0.45 ms per batch of 128 MNIST-1D records. A
+step that takes less than that (the MNIST-1D MLP's, on 2 cores that the step's
+own threads already keep busy) would wait for its input. ``cache_bytes`` keeps
+decoded records in memory (:class:`DecodedRecordCache`, up to that budget):
+each is read from the files once, and once the cache holds the whole split
+the loader stops its pipeline and gathers batches in the calling thread, as
+``Loader`` does, since a gather from memory (about 10 us) costs less than a
+handover between threads.
+
 Memory: the resident cost is the prefetched batches plus one int64 visiting
-order per cached epoch (8 bytes per record, as for ``Loader``), never the data.
+order per cached epoch (8 bytes per record, as for ``Loader``), never the data
+beyond ``cache_bytes`` (0 by default).
 
 :func:`open_split` decides which loader a split gets (``"auto"``: memory when
 the decoded split fits a budget, else grain, and says so); :func:`make_loader`
@@ -33,6 +45,7 @@ import collections
 import math
 import os
 import sys
+import threading
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
@@ -177,6 +190,12 @@ class TfdsSplit:
   def __len__(self) -> int:
     return self._num_examples
 
+  @property
+  def rows_are_records(self) -> bool:
+    """Whether row ``i`` of ``read(indices)`` is record ``indices[i]`` alone
+    (the default collate), so decoded rows may be cached per record."""
+    return self._collate_columns is not None
+
   def read(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
     """The collated batch of records ``indices``, in that order.
 
@@ -228,6 +247,150 @@ class _TfdsRecords:
     return list(self._source.__getitems__([int(i) for i in np.asarray(indices).reshape(-1)]))
 
 
+class DecodedRecordCache:
+  """``split.read`` that keeps decoded rows in memory, up to a byte budget.
+
+  The records whose split index is below ``capacity`` are cached, where
+  ``capacity = min(len(split), cache_bytes // bytes per decoded row)`` (the
+  row size is read off the first batch). Each is decoded the first time a
+  batch asks for it, then copied out of the cache: once the whole split fits
+  and has been read (after one epoch), a batch costs one gather per feature,
+  as for the in-memory ``Loader``, instead of reading and decoding every
+  record again. A fixed set of cached records (rather than, say, the most
+  recent ones) means no eviction and no bookkeeping per read; a shuffled
+  stream hits the cache for a ``capacity / len(split)`` share of its records.
+
+  Rows are exactly what ``split.read`` returns for them, so batches are the
+  same arrays with or without the cache. Only for splits whose batches hold
+  one row per requested record, in order (``split.rows_are_records``: the
+  default supervised collate; not padded or packed sequences). Threads may
+  fill it at once: a row is written before it is marked filled, and two
+  threads filling one row write the same bytes. A pickled copy (a worker
+  process's) starts empty.
+
+  Example::
+
+    cache = DecodedRecordCache(TfdsSplit("divlab_mnist1d", "train"), 1 << 20)
+    cache.read([3, 0])["x"]   # decoded from the files, then kept
+    cache.read([0, 3])["x"]   # from memory
+
+  Args:
+    split: a :class:`TfdsSplit` (or anything with ``len``, ``read`` and a true
+      ``rows_are_records``).
+    cache_bytes: the budget for decoded rows (positive).
+
+  Raises:
+    ValueError: a non-positive ``cache_bytes``, or a ``split`` whose batches
+      are not one row per record.
+  """
+
+  def __init__(self, split: Any, cache_bytes: int):
+    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, (int, np.integer)) \
+        or cache_bytes < 1:
+      raise ValueError(f"`cache_bytes` must be a positive integer, got {cache_bytes!r}.")
+    if not getattr(split, "rows_are_records", False):
+      raise ValueError(f"`split` {split!r} must give one row per record "
+                       "(rows_are_records) to be cached; a padding or packing collate "
+                       "does not.")
+    self._split, self._budget = split, int(cache_bytes)
+    self._num_records = len(split)
+    self._lock = threading.Lock()
+    self._rows: dict[str, np.ndarray] | None = None  # {key: [capacity, ...]}
+    self._filled: np.ndarray | None = None           # bool [capacity]
+    self._num_filled = 0
+
+  def __getstate__(self) -> dict[str, Any]:
+    state = self.__dict__.copy()
+    state.update(_lock=None, _rows=None, _filled=None, _num_filled=0)  # a copy starts empty
+    return state
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  @property
+  def capacity(self) -> int:
+    """Records that can be cached (0 until the first read sizes the rows)."""
+    return 0 if self._filled is None else len(self._filled)
+
+  @property
+  def num_cached(self) -> int:
+    """Records decoded and held so far."""
+    return self._num_filled
+
+  @property
+  def complete(self) -> bool:
+    """Whether every record of the split is cached (no read touches the files)."""
+    return self._num_filled == self._num_records
+
+  def __len__(self) -> int:
+    return self._num_records
+
+  @property
+  def num_examples(self) -> int:
+    """Records in the split."""
+    return self._num_records
+
+  def _allocate(self, batch: Mapping[str, np.ndarray], rows: int) -> None:
+    """Sizes the cache from the first batch (``rows`` records); under the lock."""
+    if self._filled is not None:
+      return
+    arrays = {key: np.asarray(value) for key, value in batch.items()}
+    if any(value.ndim == 0 or value.shape[0] != rows for value in arrays.values()):
+      raise ValueError(f"`split` returned {({k: v.shape for k, v in arrays.items()})} for "
+                       f"{rows} records: not one row per record, so it cannot be cached.")
+    row_bytes = max(1, sum(value[0].nbytes for value in arrays.values()))
+    capacity = min(self._num_records, self._budget // row_bytes)
+    # np.empty maps pages lazily: memory is committed as rows are filled.
+    self._rows = {key: np.empty((capacity,) + value.shape[1:], value.dtype)
+                  for key, value in arrays.items()}
+    self._filled = np.zeros(capacity, bool)
+
+  def store(self, indices: Sequence[int] | np.ndarray,
+            batch: Mapping[str, np.ndarray]) -> None:
+    """Keeps the rows of ``batch``, which ``split.read(indices)`` returned.
+
+    For a batch read elsewhere (a worker process's): rows stored here must be
+    exactly the split's, or later reads return them instead.
+    """
+    indices = np.asarray(indices, np.int64).reshape(-1)
+    with self._lock:
+      self._allocate(batch, len(indices))
+      keep = indices < len(self._filled)
+      keep[keep] = ~self._filled[indices[keep]]
+      if not keep.any():
+        return
+      for key, rows in self._rows.items():
+        rows[indices[keep]] = np.asarray(batch[key])[keep]
+      self._filled[indices[keep]] = True  # after the rows: readers see whole rows
+      # A batch may name a record twice (drop_remainder=False across epochs).
+      self._num_filled += len(np.unique(indices[keep]))
+
+  def read(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """``split.read(indices)``, from memory for the records already cached."""
+    indices = np.asarray(indices, np.int64).reshape(-1)
+    if self._filled is None:
+      batch = self._split.read(indices)
+      self.store(indices, batch)
+      return batch
+    hit = indices < len(self._filled)
+    hit[hit] = self._filled[indices[hit]]
+    if hit.all():
+      return {key: rows[indices] for key, rows in self._rows.items()}
+    miss = ~hit
+    fresh = self._split.read(indices[miss])
+    self.store(indices[miss], fresh)
+    if not hit.any():
+      return fresh
+    batch = {}
+    for key, rows in self._rows.items():
+      column = np.empty((len(indices),) + rows.shape[1:], rows.dtype)
+      column[hit] = rows[indices[hit]]
+      column[miss] = fresh[key]
+      batch[key] = column
+    return batch
+
+
 class _ReadLocalBatches:
   """grain map: element index -> this process's collated slice of each of the
   ``count`` global batches ``[count * element, count * (element + 1))``.
@@ -235,14 +398,17 @@ class _ReadLocalBatches:
   A class rather than a closure so worker processes can unpickle it.
   """
 
-  def __init__(self, split: TfdsSplit, order: Loader, start: int, size: int, count: int):
+  def __init__(self, split: Any, order: Loader, start: int, size: int, count: int):
     self._split, self._order, self._start, self._size = split, order, start, size
     self._count = count
 
+  def local_indices(self, batch: int) -> np.ndarray:
+    """The record indices of this process's slice of global batch ``batch``."""
+    return self._order.global_indices(batch)[self._start:self._start + self._size]
+
   def __call__(self, element: int) -> list[dict[str, np.ndarray]]:
     first = element * self._count
-    return [self._split.read(self._order.global_indices(b)[self._start:self._start + self._size])
-            for b in range(first, first + self._count)]
+    return [self._split.read(self.local_indices(b)) for b in range(first, first + self._count)]
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -286,18 +452,23 @@ class GrainLoader:
       costs the trainer's process about 0.8 ms of CPU whatever its size, so
       with workers and a fast step, several batches per element (e.g. 4)
       keep that cost off the step; with threads only, 1 suffices.
+    cache_bytes: memory for decoded records (:class:`DecodedRecordCache`; 0,
+      the default: none, every batch is read from the files). Within it,
+      records are decoded once and gathered from memory afterwards; each
+      worker process holds its own cache.
 
   Raises:
     ValueError: as ``Loader`` for the batch, seed and process arguments; a
-      negative ``num_workers``, or ``num_threads``/``prefetch``/
-      ``batches_per_element`` below 1.
+      negative ``num_workers`` or ``cache_bytes``, ``num_threads``/
+      ``prefetch``/``batches_per_element`` below 1, or a ``cache_bytes`` for
+      a split that is not one row per record.
   """
 
   def __init__(self, split: Any, global_batch_size: int, *, seed: int,
                shuffle: bool = True, drop_remainder: bool = True,
                process_index: int | None = None, process_count: int | None = None,
                num_workers: int = 0, num_threads: int = 2, prefetch: int = 4,
-               batches_per_element: int = 1):
+               batches_per_element: int = 1, cache_bytes: int = 0):
     if not hasattr(split, "read") or not hasattr(split, "__len__"):
       raise ValueError(f"`split` must have len() and read(indices), got {split!r}.")
     num_examples = len(split)
@@ -306,20 +477,34 @@ class GrainLoader:
     for name, value, minimum in (("num_workers", num_workers, 0),
                                  ("num_threads", num_threads, 1),
                                  ("prefetch", prefetch, 1),
-                                 ("batches_per_element", batches_per_element, 1)):
+                                 ("batches_per_element", batches_per_element, 1),
+                                 ("cache_bytes", cache_bytes, 0)):
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
           or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    # The order (and every argument check) is Loader's over the record indices.
-    self._order = Loader({"index": np.arange(num_examples)}, global_batch_size,
-                         seed=seed, shuffle=shuffle, drop_remainder=drop_remainder,
-                         process_index=process_index, process_count=process_count)
+    # The order (and every argument check) is Loader's. It never gathers from
+    # its arrays, so a zero-stride placeholder of the right length does.
+    def make_order() -> Loader:
+      return Loader({"index": np.broadcast_to(np.int8(0), (num_examples,))},
+                    global_batch_size, seed=seed, shuffle=shuffle,
+                    drop_remainder=drop_remainder, process_index=process_index,
+                    process_count=process_count)
+
+    self._order = make_order()
     count = jax.process_count() if process_count is None else int(process_count)
     index = jax.process_index() if process_index is None else int(process_index)
     self._local_batch_size = int(global_batch_size) // count
     self._per_element = int(batches_per_element)
-    self._read = _ReadLocalBatches(split, self._order, index * self._local_batch_size,
+    # None, or the cache the reading threads of this process share.
+    self._cache = DecodedRecordCache(split, int(cache_bytes)) if cache_bytes else None
+    source = split if self._cache is None else self._cache
+    self._read = _ReadLocalBatches(source, self._order, index * self._local_batch_size,
                                    self._local_batch_size, self._per_element)
+    # Batches gathered in this thread once the cache holds the whole split:
+    # an order of their own, since pipeline threads may still be finishing
+    # with self._order when they start.
+    self._read_here = _ReadLocalBatches(source, make_order(), index * self._local_batch_size,
+                                        self._local_batch_size, 1)
     self._num_workers, self._num_threads = int(num_workers), int(num_threads)
     self._prefetch = int(prefetch)
     self._batches_served = 0
@@ -335,6 +520,11 @@ class GrainLoader:
   def local_batch_size(self) -> int:
     """Rows of each batch this process receives."""
     return self._local_batch_size
+
+  @property
+  def cache(self) -> DecodedRecordCache | None:
+    """This process's decoded-record cache (None without ``cache_bytes``)."""
+    return self._cache
 
   def global_indices(self, batch_index: int) -> np.ndarray:
     """Record indices of global batch ``batch_index``, all processes (int64)."""
@@ -361,10 +551,24 @@ class GrainLoader:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
+    cache = self._cache
     if not self._ready:
+      if cache is not None and cache.complete:
+        # Every record is decoded in memory: a gather here costs less than a
+        # handover from a reading thread or process, so the pipeline stops.
+        if self._iterator is not None:
+          self.close()
+        batch, = self._read_here(self._batches_served)
+        self._batches_served += 1
+        return batch
       skip = self._start_pipeline() if self._iterator is None else 0
       self._ready.extend(next(self._iterator)[skip:])
     batch = self._ready.popleft()
+    if self._num_workers and cache is not None and not cache.complete \
+        and cache.capacity in (0, cache.num_examples):
+      # Workers fill their own caches; this process keeps what they send, so
+      # that it too can serve every batch from memory after one epoch.
+      cache.store(self._read_here.local_indices(self._batches_served), batch)
     self._batches_served += 1
     return batch
 
@@ -454,8 +658,8 @@ def make_loader(train: Mapping[str, np.ndarray] | TfdsSplit, global_batch_size: 
     global_batch_size: rows per global batch.
     seed: the order's seed.
     **grain_options: ``num_workers``, ``num_threads``, ``prefetch``,
-      ``batches_per_element`` for
-      :class:`GrainLoader`; ignored for arrays in memory.
+      ``batches_per_element``, ``cache_bytes`` for :class:`GrainLoader`;
+      ignored for arrays in memory.
 
   Returns:
     An infinite iterator of this process's batches with ``get_state`` and

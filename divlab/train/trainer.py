@@ -234,8 +234,11 @@ def train_model(*,
   state = create_state(params, tx, seed, mesh)
   step = train_step or parallel.make_train_step(loss_fn, mesh)
   # In-memory arrays get the numpy Loader, a lazy split (data.open_split) grain.
-  loader = data.make_loader(train_arrays, batch_size, seed=seed,
-                            num_workers=int(config.data.get("num_workers", 0)))
+  loader = data.make_loader(
+      train_arrays, batch_size, seed=seed,
+      num_workers=int(config.data.get("num_workers", 0)),
+      batches_per_element=int(config.data.get("batches_per_element", 1)),
+      cache_bytes=int(float(config.data.get("cache_mb", 0)) * 2**20))
   eval_step = eval_step or loop.make_eval_step(per_example_metrics, mesh)
   eval_batch = int(config.get("eval_batch_size", 0) or 0) or _eval_batch_size(mesh)
 

@@ -405,3 +405,121 @@ def test_sharded_records_follow_file_instructions_and_pickle(data_dir):
     split._source.read([len(split)])
   with pytest.raises(ValueError, match="file_instructions"):
     records.ShardedArrayRecords([])
+
+
+# Decoded size of one diabetes record: x of 10 float32 and y of 1 float32.
+ROW_BYTES = 11 * 4
+
+
+class _CountingSplit:
+  """A split that counts the records read from it (the files' side of a cache)."""
+
+  def __init__(self, split):
+    self.split, self.reads = split, []
+    self.rows_are_records = split.rows_are_records
+
+  def __len__(self):
+    return len(self.split)
+
+  def read(self, indices):
+    self.reads.append(np.array(indices))
+    return self.split.read(indices)
+
+
+@pytest.mark.parametrize("cache_records, batches_per_element", [(353, 1), (353, 3), (100, 1)])
+def test_cached_batches_are_the_numpy_gather_over_epochs(split, arrays, cache_records,
+                                                         batches_per_element):
+  counting = _CountingSplit(split)
+  loader = _grain(counting, 32, seed=7, drop_remainder=False,
+                  cache_bytes=cache_records * ROW_BYTES,
+                  batches_per_element=batches_per_element)
+  # 40 batches of 32: 3.6 epochs of 353, every record visited 3 times or more.
+  expected = _documented_indices(7, 353, 32, 40, False)
+  for served, indices in enumerate(expected, start=1):
+    _assert_batch(next(loader), arrays, indices)
+    assert loader.get_state()["batches_served"] == served  # not what was read ahead
+  cache = loader.cache
+  assert cache.capacity == cache_records and cache.num_cached == cache_records
+  assert cache.complete == (cache_records == 353)
+  # The first epoch cached records 0..cache_records-1: later reads are of the
+  # others only (none at all once the whole split is cached).
+  reads_so_far = len(counting.reads)
+  for indices in _documented_indices(7, 353, 32, 50, False)[40:]:
+    _assert_batch(next(loader), arrays, indices)
+  later = np.concatenate([np.zeros(0, np.int64)] + counting.reads[reads_so_far:])
+  if cache.complete:
+    assert later.size == 0
+  else:
+    assert later.size > 0 and later.min() >= cache_records
+  loader.close()
+
+
+def test_cached_loader_resumes_and_rewinds_exactly(split, arrays):
+  expected = _documented_indices(3, 353, 16, 60, True)
+  loader = _grain(split, 16, seed=3, cache_bytes=353 * ROW_BYTES)
+  states = {}
+  for served, indices in enumerate(expected[:45], start=1):
+    _assert_batch(next(loader), arrays, indices)
+    states[served] = json.loads(json.dumps(loader.get_state()))
+  # drop_remainder: 22 batches of 16 per epoch skip one record each epoch.
+  assert loader.cache.num_cached >= 352
+  loader.set_state(states[5])  # back into the first epoch, on the same loader
+  for indices in expected[5:30]:
+    _assert_batch(next(loader), arrays, indices)
+  resumed = _grain(split, 16, seed=3, cache_bytes=353 * ROW_BYTES)
+  resumed.set_state(states[41])
+  assert resumed.get_state() == states[41]
+  for indices in expected[41:60]:
+    _assert_batch(next(resumed), arrays, indices)
+  for each in (loader, resumed):
+    each.close()
+
+
+def test_worker_processes_with_a_cache_fill_this_process_cache(split, arrays):
+  loader = _grain(split, 32, seed=9, num_workers=1, prefetch=2, batches_per_element=2,
+                  drop_remainder=False, cache_bytes=353 * ROW_BYTES)
+  # 12 batches of 32 cover the first epoch of 353; then memory serves them.
+  for indices in _documented_indices(9, 353, 32, 20, False):
+    _assert_batch(next(loader), arrays, indices)
+  assert loader.cache.complete
+  loader.close()
+
+
+def test_record_cache_reads_hits_misses_and_duplicates(split, arrays):
+  # Budget for 10 records and a bit: records 0..9 are cached, the rest read.
+  cache = streaming.DecodedRecordCache(split, 10 * ROW_BYTES + ROW_BYTES - 1)
+  for indices in ([5, 1, 5], [1, 200, 5, 7, 12, 7], [7, 1, 5], [300, 2]):
+    _assert_batch(cache.read(np.asarray(indices)), arrays, indices)
+  assert cache.capacity == 10
+  assert cache.num_cached == 4  # 5, 1, 7, 2: each once, duplicates counted once
+  assert not cache.complete
+  copy = pickle.loads(pickle.dumps(cache))  # a worker's copy starts empty
+  assert copy.num_cached == 0
+  _assert_batch(copy.read([3, 300]), arrays, [3, 300])
+  assert copy.num_cached == 1 and cache.num_cached == 4
+
+
+@pytest.mark.parametrize("cache_bytes", [0, -1, True, 1.5])
+def test_record_cache_rejects_bad_budgets(split, cache_bytes):
+  with pytest.raises(ValueError, match="cache_bytes"):
+    streaming.DecodedRecordCache(split, cache_bytes)
+
+
+def test_cache_refuses_a_split_that_is_not_one_row_per_record(data_dir, split):
+  # Another collate may pad or pack records, so its rows are not records.
+  packing = data.TfdsSplit(NAME, "train", data_dir=data_dir, collate=lambda records: {})
+  assert split.rows_are_records and not packing.rows_are_records
+  with pytest.raises(ValueError, match="split"):
+    streaming.DecodedRecordCache(packing, 64)
+  with pytest.raises(ValueError, match="split"):
+    data.make_loader(packing, 16, seed=0, cache_bytes=64)
+  with pytest.raises(ValueError, match="cache_bytes"):
+    data.GrainLoader(split, 16, seed=0, cache_bytes=-1, process_index=0, process_count=1)
+
+
+def test_make_loader_passes_the_cache_budget(split):
+  assert data.make_loader(split, 16, seed=0).cache is None
+  loader = data.make_loader(split, 16, seed=0, cache_bytes=3 * ROW_BYTES)
+  next(loader)
+  assert loader.cache.capacity == 3  # 3 records fit the budget
+  loader.close()
