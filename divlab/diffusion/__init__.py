@@ -4,12 +4,14 @@ Pure math, no training code. A learned model plugs in as `eps_fn(x, t)`, with
 `t` the continuous time in (0, 1] as a 0-d array (see `schedules`).
 
   schedules   linear / cosine / discrete VP schedules, lambda_t and its inverse,
-              sampling grids (uniform in t or in lambda).
+              sampling grids (uniform in t or in lambda), padded to a common
+              length so the step count can be data.
   gmm         closed-form noised density, score and eps of Gaussian mixtures,
               class-conditional mixtures, classifier-free guidance, exact samples.
   multistep   Adams-Bashforth and GHVB weights, solver names ('hb3.8', ...).
   samplers    DDIM, PLMS, PLMS + heavy ball, GHVB, DPM-Solver++(2M) (+ heavy
-              ball), and the `sample(name, ...)` dispatcher.
+              ball), and the `sample(name, ...)` / `sample_on_grid` dispatchers
+              (`num_steps` as a traced integer on a padded grid).
   stability   characteristic polynomials, boundary loci and real stability
               intervals on the test equation y' = lambda y.
 """
@@ -36,6 +38,7 @@ from divlab.diffusion.multistep import ghvb_coefficients
 from divlab.diffusion.multistep import multistep_coefficients
 from divlab.diffusion.multistep import parse_solver
 from divlab.diffusion.samplers import ddim
+from divlab.diffusion.samplers import default_spacing
 from divlab.diffusion.samplers import dpm_solver_pp_2m
 from divlab.diffusion.samplers import ghvb
 from divlab.diffusion.samplers import plms
@@ -52,6 +55,8 @@ from divlab.diffusion.schedules import cosine_schedule
 from divlab.diffusion.schedules import ddpm_linear_alphas_cumprod
 from divlab.diffusion.schedules import discrete_schedule
 from divlab.diffusion.schedules import linear_schedule
+from divlab.diffusion.schedules import pad_grid
+from divlab.diffusion.schedules import padded_sampling_grid
 from divlab.diffusion.schedules import sampling_grid
 from divlab.diffusion.stability import boundary_locus
 from divlab.diffusion.stability import characteristic_polynomial

@@ -1,6 +1,7 @@
 """Deterministic diffusion samplers: DDIM, PLMS, heavy-ball PLMS, GHVB, DPM-Solver++(2M).
 
-Every sampler is a pure `lax.scan` over the steps of a `SamplingGrid` and calls
+Every sampler is a pure `lax.scan` (a `lax.while_loop` when the step count is
+data, below) over the steps of a `SamplingGrid` and calls
 a noise predictor `eps_fn(x, t)`: `x` has the shape of `x_T` (`[B, ...]`) and
 `t` is the grid's continuous time, a 0-d float array shared by the batch (see
 `schedules`). It returns the sample at the last grid time and, on request, the
@@ -33,6 +34,15 @@ with a first-order first step (D = m_0). Its heavy-ball variant replaces D by
 v <- (1 - beta) v + beta D on the second-order steps, v starting at the first
 such D (the authors' `MomentumDPMSolverMultistepScheduler`).
 
+The step count can be data: `sample_on_grid(..., num_steps=n)` on a grid padded
+to a common length (`schedules.padded_sampling_grid`) runs the step function
+in a `lax.while_loop` over the first n steps only, so one compiled program
+serves every n and reproduces the n-step grid bit for bit (the warm-up rows
+and velocity starts are indexed by the step number, which padding at the end
+leaves unchanged). A masked `lax.scan` over the padded grid (`jnp.where` on
+the carry) would also be exact but evaluates eps on the padding; a `lax.cond`
+per step skips it but changes XLA's fusion of eps_fn and its last bits.
+
 beta = 1 runs exactly the arithmetic of the base solver: the momentum update is
 skipped by a static Python branch and GHVB's weights at beta = 1 are the same
 floats as Adams-Bashforth's.
@@ -50,6 +60,7 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from divlab.diffusion import multistep
 from divlab.diffusion import schedules as schedules_lib
@@ -62,6 +73,7 @@ __all__ = [
     "dpm_solver_pp_2m",
     "sample_on_grid",
     "sample",
+    "default_spacing",
 ]
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -86,6 +98,64 @@ def _prepare(eps_fn: EpsFn, x_T: jax.typing.ArrayLike,
   return x_T, grid
 
 
+def _active_steps(num_steps, grid_steps: int):
+  """`num_steps` checked: None (take every grid step) or a 0-d integer, maybe traced."""
+  if num_steps is None:
+    return None
+  if isinstance(num_steps, (bool, np.bool_)):
+    raise ValueError(f"`num_steps` must be an integer, got {num_steps!r}.")
+  if isinstance(num_steps, (int, np.integer)):
+    if not 1 <= num_steps <= grid_steps:
+      raise ValueError(
+          f"`num_steps` must lie in [1, {grid_steps}] (the grid's steps), got {num_steps!r}.")
+    return jnp.asarray(num_steps, jnp.int32)
+  num_steps = jnp.asarray(num_steps)
+  if num_steps.ndim != 0 or not jnp.issubdtype(num_steps.dtype, jnp.integer):
+    raise ValueError(
+        f"`num_steps` must be a 0-d integer, got shape {num_steps.shape} {num_steps.dtype}.")
+  return num_steps
+
+
+def _scan_steps(advance, carry0, inputs, num_steps, return_trajectory):
+  """Runs `advance(carry, inp) -> carry` over the steps; carry[0] is x.
+
+  With `num_steps` None: a `lax.scan` over every row of `inputs`. With
+  `num_steps` (possibly traced): a `lax.while_loop` over the first num_steps
+  rows only -- the same per-step arithmetic (a scan is this loop with a
+  static trip count), nothing evaluated on the padding; the trajectory rows
+  from num_steps on repeat the final state. Under a vmap over num_steps the
+  loop runs to the largest count and keeps each member's carry once it is done.
+  """
+  if num_steps is None:
+
+    def step(carry, inp):
+      carry = advance(carry, inp)
+      return carry, (carry[0] if return_trajectory else None)
+
+    return jax.lax.scan(step, carry0, inputs)
+
+  length = inputs[0].shape[0]
+  x0 = carry0[0]
+  trajectory0 = (jnp.zeros((length,) + x0.shape, x0.dtype) if return_trajectory else None)
+
+  def body(state):
+    i, carry, trajectory = state
+    inp = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False),
+                                 inputs)
+    carry = advance(carry, inp)
+    if return_trajectory:
+      trajectory = jax.lax.dynamic_update_index_in_dim(trajectory, carry[0], i, 0)
+    return i + 1, carry, trajectory
+
+  last = jnp.minimum(num_steps, length)
+  _, carry, trajectory = jax.lax.while_loop(lambda state: state[0] < last, body,
+                                            (jnp.zeros((), last.dtype), carry0, trajectory0))
+  if return_trajectory:
+    done = (jnp.arange(length) >= last).reshape((length,) + (1,) * x0.ndim)
+    trajectory = jnp.where(done, carry[0][None], trajectory)
+  return carry, trajectory
+
+
 def _finish(x, trajectory, x_T, return_trajectory):
   if not return_trajectory:
     return x
@@ -93,9 +163,10 @@ def _finish(x, trajectory, x_T, return_trajectory):
 
 
 def _eps_multistep(eps_fn: EpsFn, x_T, grid, family: str, order: int, beta: float,
-                   return_trajectory: bool):
+                   return_trajectory: bool, num_steps=None):
   """The shared scan of DDIM / PLMS / HB / GHVB (module docstring)."""
   x_T, grid = _prepare(eps_fn, x_T, grid)
+  num_active = _active_steps(num_steps, grid.t.shape[0] - 1)
   dtype = x_T.dtype
   # Static: beta = 1 takes exactly the base solver's arithmetic.
   momentum = beta != 1.0
@@ -110,7 +181,7 @@ def _eps_multistep(eps_fn: EpsFn, x_T, grid, family: str, order: int, beta: floa
   num_steps = grid.t.shape[0] - 1
   inputs = (jnp.arange(num_steps), grid.t[:-1], grid.alpha[:-1], grid.alpha[1:], g[1:] - g[:-1])
 
-  def step(carry, inp):
+  def advance(carry, inp):
     x, history, velocity = carry
     i, t, alpha_s, alpha_t, delta_g = inp
     eps = eps_fn(x, t)
@@ -127,10 +198,11 @@ def _eps_multistep(eps_fn: EpsFn, x_T, grid, family: str, order: int, beta: floa
       velocity = jnp.where(i == 0, direction, (1 - beta_arr) * velocity + beta_arr * direction)
       direction = velocity
     x_next = (x / alpha_s + delta_g * direction) * alpha_t
-    return (x_next, history, velocity), (x_next if return_trajectory else None)
+    return x_next, history, velocity
 
   history0 = jnp.zeros((order,) + x_T.shape, dtype)
-  (x, _, _), trajectory = jax.lax.scan(step, (x_T, history0, jnp.zeros_like(x_T)), inputs)
+  (x, _, _), trajectory = _scan_steps(advance, (x_T, history0, jnp.zeros_like(x_T)), inputs,
+                                      num_active, return_trajectory)
   return _finish(x, trajectory, x_T, return_trajectory)
 
 
@@ -221,7 +293,8 @@ def ghvb(eps_fn: EpsFn, x_T: jax.typing.ArrayLike, grid: schedules_lib.SamplingG
 
 def dpm_solver_pp_2m(eps_fn: EpsFn, x_T: jax.typing.ArrayLike,
                      grid: schedules_lib.SamplingGrid, *, beta: float = 1.0,
-                     lower_order_final: bool = False, return_trajectory: bool = False):
+                     lower_order_final: bool = False, return_trajectory: bool = False,
+                     num_steps=None):
   """DPM-Solver++(2M), optionally with heavy-ball momentum on D (module docstring).
 
   x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) D with D = D0 + D1 / 2,
@@ -234,8 +307,10 @@ def dpm_solver_pp_2m(eps_fn: EpsFn, x_T: jax.typing.ArrayLike,
     grid: the `SamplingGrid` (DPM-Solver uses 'logsnr' spacing).
     beta: heavy-ball damping in (0, 1]; 1 is plain DPM-Solver++(2M).
     lower_order_final: take the last step at first order too (diffusers'
-      `lower_order_final`, which it applies below 15 steps). Off by default.
+      `lower_order_final`, which it applies below 15 steps). Off by default;
+      with `num_steps` the last step is step num_steps - 1.
     return_trajectory: also return the `[N + 1, B, ...]` states.
+    num_steps: take only the first `num_steps` grid steps (see `sample_on_grid`).
 
   Returns:
     `[B, ...]` sample (and the trajectory when asked).
@@ -246,18 +321,20 @@ def dpm_solver_pp_2m(eps_fn: EpsFn, x_T: jax.typing.ArrayLike,
   dtype = x_T.dtype
   momentum = beta != 1.0
   beta_arr = jnp.asarray(beta, dtype)
-  num_steps = grid.t.shape[0] - 1
+  grid_steps = grid.t.shape[0] - 1
+  num_active = _active_steps(num_steps, grid_steps)
   lam = grid.lambda_t
   h = lam[1:] - lam[:-1]
   ratio = jnp.concatenate([h[:1], h[:-1]]) / h  # r_n = h_{n-1} / h_n (unused at n = 0)
-  index = jnp.arange(num_steps)
+  index = jnp.arange(grid_steps)
   second_order = index >= 1
   if lower_order_final:
-    second_order = second_order & (index < num_steps - 1)
+    last = grid_steps if num_active is None else num_active
+    second_order = second_order & (index < last - 1)
   inputs = (index, second_order, grid.t[:-1], grid.alpha[:-1], grid.sigma[:-1],
             grid.alpha[1:], grid.sigma[1:], h, ratio)
 
-  def step(carry, inp):
+  def advance(carry, inp):
     x, data_prev, velocity = carry
     i, use_second, t, alpha_s, sigma_s, alpha_t, sigma_t, h_n, r_n = inp
     eps = eps_fn(x, t)
@@ -268,17 +345,30 @@ def dpm_solver_pp_2m(eps_fn: EpsFn, x_T: jax.typing.ArrayLike,
       velocity = jnp.where(use_second, blended, velocity)
       direction = jnp.where(use_second, blended, direction)
     x_next = (sigma_t / sigma_s) * x - (alpha_t * jnp.expm1(-h_n)) * direction
-    return (x_next, data, velocity), (x_next if return_trajectory else None)
+    return x_next, data, velocity
 
   carry0 = (x_T, jnp.zeros_like(x_T), jnp.zeros_like(x_T))
-  (x, _, _), trajectory = jax.lax.scan(step, carry0, inputs)
+  (x, _, _), trajectory = _scan_steps(advance, carry0, inputs, num_active, return_trajectory)
   return _finish(x, trajectory, x_T, return_trajectory)
 
 
 def sample_on_grid(name: str, eps_fn: EpsFn, x_T: jax.typing.ArrayLike,
                    grid: schedules_lib.SamplingGrid, *, lower_order_final: bool = False,
-                   return_trajectory: bool = False):
+                   return_trajectory: bool = False, num_steps=None):
   """Runs the solver called `name` (see `multistep.parse_solver`) on a given grid.
+
+  The step count as data: with `num_steps`, only the first `num_steps` steps
+  of the grid are taken and the rest are skipped, leaving x, the multistep
+  history and the velocity unchanged. On a grid from
+  `schedules.padded_sampling_grid(schedule, n, max_steps, ...)` with
+  `num_steps=n` this gives bit for bit the result of the unpadded n-step grid
+  (the warm-up orders depend on the step index, which padding at the end
+  leaves alone), and `num_steps` may be a traced integer: one compiled program
+  serves every n <= max_steps, e.g.
+
+    run = jax.jit(lambda grid, n: sample_on_grid('plms4', eps_fn, x_T, grid, num_steps=n))
+    for n in (5, 10, 20):
+      x0 = run(schedules.padded_sampling_grid(schedule, n, 20), n)
 
   Args:
     name: 'ddim', 'plms<k>', 'hb<o>', 'ghvb<o>', 'dpmpp2m' or 'dpmpp2m_hb<beta>'.
@@ -286,7 +376,11 @@ def sample_on_grid(name: str, eps_fn: EpsFn, x_T: jax.typing.ArrayLike,
     x_T: `[B, ...]` starting noise.
     grid: the `SamplingGrid`.
     lower_order_final: passed to the DPM-Solver++ ones.
-    return_trajectory: also return the `[N + 1, B, ...]` states.
+    return_trajectory: also return the `[N + 1, B, ...]` states (with
+      `num_steps`, the rows after num_steps repeat the final state).
+    num_steps: None (every grid step) or a 0-d integer, possibly traced, in
+      [1, N]; a Python int outside that range raises ValueError (a traced
+      one is clipped to N, and one below 1 returns x_T).
 
   Returns:
     `[B, ...]` sample (and the trajectory when asked).
@@ -295,9 +389,16 @@ def sample_on_grid(name: str, eps_fn: EpsFn, x_T: jax.typing.ArrayLike,
   if spec.family in ("dpmpp2m", "dpmpp2m_hb"):
     return dpm_solver_pp_2m(eps_fn, x_T, grid, beta=spec.beta,
                             lower_order_final=lower_order_final,
-                            return_trajectory=return_trajectory)
+                            return_trajectory=return_trajectory, num_steps=num_steps)
   return _eps_multistep(eps_fn, x_T, grid, spec.family, spec.order, spec.beta,
-                        return_trajectory)
+                        return_trajectory, num_steps)
+
+
+def default_spacing(name: str) -> str:
+  """The grid spacing `sample` uses for solver `name`: 'logsnr' for the
+  DPM-Solver++ ones, 'time_uniform' for the others (their usual settings)."""
+  spec = multistep.parse_solver(name)
+  return "logsnr" if spec.family.startswith("dpmpp2m") else "time_uniform"
 
 
 def sample(name: str, eps_fn: EpsFn, x_T: jax.typing.ArrayLike, num_steps: int, *,
@@ -326,10 +427,9 @@ def sample(name: str, eps_fn: EpsFn, x_T: jax.typing.ArrayLike, num_steps: int, 
   Returns:
     `[B, ...]` sample at t_end (and the trajectory when asked).
   """
-  spec = multistep.parse_solver(name)
   schedule = schedules_lib.linear_schedule() if schedule is None else schedule
   if spacing is None:
-    spacing = "logsnr" if spec.family.startswith("dpmpp2m") else "time_uniform"
+    spacing = default_spacing(name)
   dtype = jnp.promote_types(jnp.result_type(x_T), jnp.float32)
   grid = schedules_lib.sampling_grid(schedule, num_steps, spacing, t_start=t_start,
                                      t_end=t_end, dtype=dtype)

@@ -45,6 +45,8 @@ __all__ = [
     "ddpm_linear_alphas_cumprod",
     "cosine_alphas_cumprod",
     "sampling_grid",
+    "pad_grid",
+    "padded_sampling_grid",
 ]
 
 SPACINGS = ("time_uniform", "logsnr")
@@ -359,3 +361,59 @@ def sampling_grid(schedule: VPSchedule, num_steps: int, spacing: str = "time_uni
   t = t.astype(dtype)
   return SamplingGrid(t=t, alpha=schedule.alpha(t).astype(dtype),
                       sigma=schedule.sigma(t).astype(dtype))
+
+
+def pad_grid(grid: SamplingGrid, max_steps: int) -> SamplingGrid:
+  """`grid` lengthened to `max_steps` steps by repeating its last time.
+
+  The padding steps go from t_end to t_end (zero length). A sampler run with
+  `num_steps=grid.num_steps` skips them (`samplers.sample_on_grid`), so grids
+  of different step counts padded to one length share one compiled program
+  while each runs the arithmetic of its own unpadded grid: the first N + 1
+  entries are the original arrays, bit for bit.
+
+  Args:
+    grid: a `SamplingGrid` of N steps.
+    max_steps: the padded number of steps, >= N.
+
+  Returns:
+    A `SamplingGrid` with `[max_steps + 1]` arrays.
+  """
+  if not isinstance(grid, SamplingGrid):
+    raise ValueError(f"`grid` must be a SamplingGrid, got {type(grid).__name__}.")
+  num_steps = grid.t.shape[0] - 1
+  if not isinstance(max_steps, (int, np.integer)) or max_steps < num_steps:
+    raise ValueError(
+        f"`max_steps` must be an integer >= the grid's {num_steps} steps, got {max_steps!r}.")
+  extra = int(max_steps) - num_steps
+
+  def pad(a):
+    a = jnp.asarray(a)
+    return jnp.concatenate([a, jnp.broadcast_to(a[-1:], (extra,))]) if extra else a
+
+  return SamplingGrid(*(pad(a) for a in grid))
+
+
+def padded_sampling_grid(schedule: VPSchedule, num_steps: int, max_steps: int,
+                         spacing: str = "time_uniform", *, t_start: float | None = None,
+                         t_end: float | None = None, dtype=jnp.float32) -> SamplingGrid:
+  """`sampling_grid(schedule, num_steps, ...)` padded to `max_steps` (`pad_grid`).
+
+  Grids for several step counts padded to their largest one can be stacked
+  and passed, with their step counts, as data to one compiled sampler.
+
+  Args:
+    schedule: a `VPSchedule`.
+    num_steps: N >= 1, the steps actually taken.
+    max_steps: the padded length, >= N.
+    spacing: 'time_uniform' or 'logsnr'.
+    t_start: first time, defaults to `schedule.t_max`.
+    t_end: last time, defaults to `schedule.t_min`.
+    dtype: floating dtype of the grid.
+
+  Returns:
+    A `SamplingGrid` with `[max_steps + 1]` arrays whose first N + 1 entries
+    are `sampling_grid`'s.
+  """
+  grid = sampling_grid(schedule, num_steps, spacing, t_start=t_start, t_end=t_end, dtype=dtype)
+  return pad_grid(grid, max_steps)
