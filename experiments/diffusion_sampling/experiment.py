@@ -2,10 +2,16 @@
 
 For each problem (see `problems`) one batch of starting noise x_T, with labels
 cycling over the classes, is split into ``num_seeds`` groups of
-``samples_per_seed``. Per (solver, NFE) one jitted, guidance-vmapped sampler
-run produces the samples for every guidance scale w; the reference is the
+``samples_per_seed``. Per (solver, NFE) one guidance-vmapped sampler run
+produces the samples for every guidance scale w; the reference is the
 same x_T and labels pushed through DDIM with ``reference_nfe`` steps (the
 converged probability-flow ODE solution the few-step solvers approximate).
+
+One compiled program per (problem, solver) serves every NFE: the time grid,
+padded to the solver's largest step count, and the step count are arguments
+(`divlab.diffusion.sample_on_grid` with ``num_steps``), and the padding
+steps are never run, so each cell is bit for bit the run on its own unpadded
+grid. DDIM's program also computes the reference.
 
 Metrics per group (mean ± std over the groups):
 
@@ -26,6 +32,7 @@ Metrics per group (mean ± std over the groups):
 """
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 
@@ -42,15 +49,36 @@ from experiments.diffusion_sampling import plots
 from experiments.diffusion_sampling import problems
 
 
-def _sampler(problem, solver: str, nfe: int, schedule):
-  """``(params, x_T, labels, ws) -> [W, B, d]`` samples, jitted."""
+def _sampler(problem, solver: str):
+  """``(params, x_T, labels, ws, grid, num_steps) -> [W, B, d]`` samples, jitted.
+
+  ``grid`` is a padded `SamplingGrid` and ``num_steps`` the steps taken on it;
+  both are traced, so one compiled program serves every NFE whose grid has
+  the same padded length.
+  """
   guided_eps = problem["guided_eps"]
 
-  def one_scale(params, x_T, labels, w):
+  def one_scale(params, x_T, labels, w, grid, num_steps):
     eps_fn = lambda x, t: guided_eps(params, x, t, labels, w)
-    return diffusion.sample(solver, eps_fn, x_T, nfe, schedule=schedule)
+    return diffusion.sample_on_grid(solver, eps_fn, x_T, grid, num_steps=num_steps)
 
-  return jax.jit(jax.vmap(one_scale, in_axes=(None, None, None, 0)))
+  return jax.jit(jax.vmap(one_scale, in_axes=(None, None, None, 0, None, None)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _padded_grids(schedule, spacing: str, step_counts: tuple[int, ...], max_steps: int):
+  """The grids of ``step_counts`` steps, each padded to ``max_steps``: one small
+  program per (spacing, step counts), shared by the problems and solvers."""
+  return [diffusion.padded_sampling_grid(schedule, n, max_steps, spacing)
+          for n in step_counts]
+
+
+def _step_counts(config) -> dict[str, tuple[int, ...]]:
+  """Solver -> the step counts it runs; DDIM also runs the reference."""
+  nfes = tuple(sorted({int(n) for n in config.nfes}))
+  counts = {solver: nfes for solver in config.solvers}
+  counts["ddim"] = tuple(sorted(set(counts.get("ddim", ())) | {int(config.reference_nfe)}))
+  return counts
 
 
 def _pull_back(x: jax.Array, radius: float) -> jax.Array:
@@ -84,8 +112,16 @@ def sweep(problem, config, schedule, bar) -> tuple[list[dict], dict]:
   labels = jnp.arange(total) % problem["num_classes"]
   ws = jnp.asarray([float(w) for w in config.guidance])
   params = problem["params"]
-  reference = _sampler(problem, "ddim", int(config.reference_nfe), schedule)(
-      params, x_T, labels, ws)
+  runs = {}
+  for solver, counts in _step_counts(config).items():
+    grids = _padded_grids(schedule, diffusion.default_spacing(solver), counts, max(counts))
+    runs[solver] = (_sampler(problem, solver), dict(zip(counts, grids)))
+
+  def solve(solver, nfe):
+    sampler, grids = runs[solver]
+    return sampler(params, x_T, labels, ws, grids[nfe], nfe)
+
+  reference = solve("ddim", int(config.reference_nfe))
   reference = np.asarray(reference).reshape(len(ws), groups, per_group, dim)
   ref_flat = reference[0, 0]
   pair = np.linalg.norm(ref_flat[:, None] - ref_flat[None], axis=-1)
@@ -101,7 +137,7 @@ def sweep(problem, config, schedule, bar) -> tuple[list[dict], dict]:
   metric_key = jax.random.key(int(config.seed) + 1)
   for solver in config.solvers:
     for nfe in config.nfes:
-      out = _sampler(problem, solver, int(nfe), schedule)(params, x_T, labels, ws)
+      out = solve(solver, int(nfe))
       out = np.asarray(out).reshape(len(ws), groups, per_group, dim)
       for wi, w in enumerate(config.guidance):
         diverged, sliced, mmd = jax.device_get(_group_metrics(
