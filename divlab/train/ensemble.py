@@ -205,8 +205,9 @@ def make_ensemble_train_step(loss_fn: Optional[Callable] = None,
     donate: donate the old state's buffers.
 
   Returns:
-    ``step(state, batch) -> (state, metrics)`` with ``batch`` example-major
-    ``[B, K, ...]``. ``metrics``: ``loss`` (mean over members), ``loss_max``,
+    A ``parallel.TrainStep``: ``step(state, batch) -> (state, metrics)`` with
+    ``batch`` example-major ``[B, K, ...]`` (and ``step.run`` for several
+    steps per dispatch). ``metrics``: ``loss`` (mean over members), ``loss_max``,
     ``grad_norm`` (mean of the members' global norms) and the member means
     of ``aux``.
   """
@@ -234,8 +235,7 @@ def make_ensemble_train_step(loss_fn: Optional[Callable] = None,
                **{k: jnp.mean(v) for k, v in dict(aux).items()}}
     return new_state, metrics
 
-  return jax.jit(step, donate_argnums=(0,) if donate else (),
-                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+  return parallel.TrainStep(step, mesh, donate=donate)
 
 
 def train_ensemble(*,
@@ -257,7 +257,8 @@ def train_ensemble(*,
   Args:
     workdir: the ensemble's run directory (checkpoints, metrics.jsonl).
     train_config: ``num_steps``, ``log_every``, ``eval_every``,
-      ``checkpoint_every``, ``keep_checkpoints`` (a config's ``train`` node).
+      ``checkpoint_every``, ``keep_checkpoints`` and optionally
+      ``steps_per_call`` (a config's ``train`` node).
     params: stacked initial params ``[K, ...]``.
     tx: the optimizer of ONE member (its state is vmapped).
     loader: yields example-major batches ``[B, K, ...]`` (an
@@ -284,7 +285,8 @@ def train_ensemble(*,
       num_steps=int(train_config.num_steps), log_every=int(train_config.log_every),
       eval_every=int(train_config.eval_every), eval_fn=eval_fn,
       checkpoint_every=int(train_config.checkpoint_every),
-      keep_checkpoints=int(train_config.keep_checkpoints), progress=progress,
+      keep_checkpoints=int(train_config.keep_checkpoints),
+      steps_per_call=train_config.get("steps_per_call"), progress=progress,
       desc=desc)
   return jax.device_get(state.params), final
 

@@ -8,6 +8,7 @@ and data position), and the run ends exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import contextlib
+import math
 import pathlib
 import signal
 import sys
@@ -58,6 +59,115 @@ def _sigterm_flag():
     signal.signal(signal.SIGTERM, previous)
 
 
+# Steps per dispatch when a config does not say. On an accelerator every
+# Python dispatch leaves the device idle while the host catches up; on the CPU
+# host and device share the cores, and longer calls still save the per-step
+# dispatch and transfer (benchmarks/train_step.py measures both).
+_DEFAULT_STEPS_PER_CALL = {"cpu": 16, "gpu": 32, "cuda": 32, "rocm": 32, "tpu": 32}
+
+
+def default_steps_per_call(platform: Optional[str] = None) -> int:
+  """The number of train steps per dispatch used when none is configured.
+
+  Args:
+    platform: a jax platform name ("cpu", "gpu", "tpu"); default: the
+      default backend of this process.
+
+  Returns:
+    16 on the CPU, 32 on accelerators (and unknown platforms).
+  """
+  platform = jax.default_backend() if platform is None else platform
+  return _DEFAULT_STEPS_PER_CALL.get(platform, 32)
+
+
+def _steps_per_call(requested: Optional[int], periods: tuple[int, ...]) -> int:
+  """The K calls use: at most ``requested``, dividing every period.
+
+  Calls end on the log/eval/checkpoint steps, so K is the largest divisor of
+  the periods' greatest common divisor that does not exceed ``requested``:
+  every call then has the same length and one program serves the whole run.
+  """
+  if requested is None:
+    requested = default_steps_per_call()
+  requested = int(requested)
+  if requested < 1:
+    raise ValueError(f"`train.steps_per_call` must be >= 1, got {requested}.")
+  period = 0
+  for p in periods:
+    period = math.gcd(period, int(p))
+  return max(d for d in range(1, min(requested, period) + 1) if period % d == 0)
+
+
+def _chunk_sizes(start: int, num_steps: int, k: int) -> Iterator[int]:
+  """Lengths of the calls from ``start`` to ``num_steps``: K, or 1 off the grid.
+
+  A run that resumes off a multiple of K (saved by a different K), and the
+  steps after the last multiple of K, go one step per call, so no third
+  program is compiled.
+  """
+  step = start
+  while step < num_steps:
+    size = k if step % k == 0 and step + k <= num_steps else 1
+    yield size
+    step += size
+
+
+class _StepRunner:
+  """Feeds a train step K batches per call.
+
+  A :class:`divlab.train.parallel.TrainStep` runs a call of K > 1 steps as one
+  ``lax.scan`` (``step.run``) and a call of one step as one plain jitted step;
+  any other ``step(state, batch)`` callable always runs one step per call.
+  """
+
+  def __init__(self, train_step: Callable, loader: Any, mesh: jax.sharding.Mesh):
+    self.scans = callable(getattr(train_step, "run", None))
+    self._step = train_step
+    self._loader = loader
+    self._iterator: Iterator = iter(loader)
+    self._mesh = mesh
+    self._peeked: list = []
+
+  def _next(self) -> PyTree:
+    return self._peeked.pop() if self._peeked else next(self._iterator)
+
+  def usable_k(self, k: int, state: TrainState, explicit: bool) -> int:
+    """``k``, or 1 where K steps in one call would be slower (see ``loops_well``)."""
+    if k == 1:
+      return 1
+    if not self.scans:
+      if explicit:
+        logging.warning("train.steps_per_call=%d: this train step has no `run` "
+                        "method (not a parallel.TrainStep); one step per call.", k)
+      return 1
+    self._peeked.append(self._next())
+    if self._step.loops_well(state, self._peeked[0]):
+      return k
+    message = ("XLA:CPU runs convolutions inside a loop much slower than alone: "
+               "one step per call (train.steps_per_call=%d not used).")
+    (logging.warning if explicit else logging.info)(message, k)
+    return 1
+
+  def prepare(self, size: int) -> tuple[PyTree, Any, int]:
+    """Reads ``size`` batches and starts their transfer to the devices.
+
+    Returns the device batch(es), the loader's position after them (what a
+    checkpoint taken after this call must save) and ``size``.
+    """
+    if size == 1:
+      batch = parallel.shard_batch(self._next(), self._mesh)
+    else:
+      batch = parallel.shard_batch(
+          jax.tree.map(lambda *xs: np.stack(xs), *[self._next() for _ in range(size)]),
+          self._mesh, stacked=True)
+    return batch, self._loader.get_state(), size
+
+  def __call__(self, state: TrainState, batch: PyTree,
+               size: int) -> tuple[TrainState, dict]:
+    """``size`` steps; metrics of a K-step call come stacked ``[K]``."""
+    return self._step.run(state, batch) if size > 1 else self._step(state, batch)
+
+
 def fit(*,
         workdir: str | pathlib.Path,
         state: TrainState,
@@ -70,16 +180,31 @@ def fit(*,
         eval_fn: Optional[Callable[[TrainState], Mapping[str, float]]] = None,
         checkpoint_every: int = 1000,
         keep_checkpoints: int = 2,
+        steps_per_call: Optional[int] = None,
         progress: bool = True,
         desc: str = "train") -> tuple[TrainState, dict]:
   """Trains for ``num_steps`` steps, resuming from ``workdir`` if possible.
+
+  Steps run K at a time (``steps_per_call``): the loop reads K batches,
+  stacks them, starts their transfer, and one jitted ``lax.scan`` applies the
+  K updates (``TrainStep.run``); the next K batches are read and sent while
+  the device works. Calls end on the log, eval and checkpoint steps, and
+  metrics stay on the device until a log step. K does not change a result:
+  the data order and the step keys (``fold_in(rng, step)``) are the same for
+  every K, and the parameters agree bit for bit (tested on the CPU with 1 and
+  8 devices). On the CPU a step with a convolution runs one step per call,
+  because XLA:CPU compiles convolutions inside a loop into slow generic code
+  (``TrainStep.loops_well``).
 
   Args:
     workdir: this run's directory (``checkpoints/``, ``metrics.jsonl``,
       ``tensorboard/`` go there).
     state: the freshly initialised state (used as the restore target, so its
       shardings decide where restored arrays live).
-    train_step: ``step(state, global_batch) -> (state, metrics)``.
+    train_step: a ``parallel.TrainStep`` (from ``make_train_step`` or
+      ``ensemble.make_ensemble_train_step``), or any ``step(state,
+      global_batch) -> (state, metrics)`` callable, which then runs one step
+      per call.
     loader: a ``divlab.data.Loader`` (iterator of host-local batches with
       ``get_state``/``set_state``).
     mesh: the device mesh the batch is sharded over.
@@ -91,6 +216,12 @@ def fit(*,
     eval_fn: ``eval_fn(state) -> {name: value}``; logged with prefixes as given.
     checkpoint_every: save every this many steps (and at the end).
     keep_checkpoints: how many recent checkpoints to keep.
+    steps_per_call: K, the most steps per dispatch (None:
+      :func:`default_steps_per_call`). The K used is the largest divisor of
+      ``gcd(log_every, checkpoint_every, eval_every)`` not above it, so every
+      call has one length; the steps after the last multiple of K run one
+      per call (two programs in all). A SIGTERM is noticed at the end of a
+      call.
     progress: show a progress bar with steps/s (on stderr, so that what a
       program prints on stdout stays readable).
     desc: the progress bar's label.
@@ -110,6 +241,8 @@ def fit(*,
       raise ValueError(f"`{name}` must be >= 1, got {value}.")
   if eval_every < 0:
     raise ValueError(f"`train.eval_every` must be >= 0, got {eval_every}.")
+  periods = (log_every, checkpoint_every) + ((eval_every,) if eval_every else ())
+  k = _steps_per_call(steps_per_call, periods)
   workdir = pathlib.Path(workdir)
   checkpointer = Checkpointer(workdir / "checkpoints", keep=keep_checkpoints)
   start = 0
@@ -124,12 +257,18 @@ def fit(*,
   bar = tqdm.tqdm(total=num_steps, initial=start, desc=desc, unit="step",
                   disable=not progress, dynamic_ncols=True, leave=False,
                   file=sys.stderr)
-  iterator: Iterator = iter(loader)
+  runner = _StepRunner(train_step, loader, mesh)
+  if start < num_steps:
+    k = runner.usable_k(k, state, explicit=steps_per_call is not None)
 
   def check_finite(upto_step: int) -> None:
     if not losses_since_check:
       return
-    values = np.asarray(jax.device_get(jnp.stack(losses_since_check)))
+    if all(jnp.ndim(x) == 0 for x in losses_since_check):
+      losses = jnp.stack(losses_since_check)
+    else:  # Calls of K steps give [K] losses.
+      losses = jnp.concatenate([jnp.reshape(x, (-1,)) for x in losses_since_check])
+    values = np.asarray(jax.device_get(losses))
     bad = np.flatnonzero(~np.isfinite(values))
     first = upto_step - len(values) + 1
     losses_since_check.clear()
@@ -143,16 +282,26 @@ def fit(*,
 
   try:
     with _sigterm_flag() as sigterm:
-      for step in range(start, num_steps):
-        batch = parallel.shard_batch(next(iterator), mesh)
-        state, metrics = train_step(state, batch)
+      sizes = _chunk_sizes(start, num_steps, k)
+      size = next(sizes, None)
+      pending = runner.prepare(size) if size else None
+      done = start
+      while pending is not None:
+        batches, data_state, call_size = pending
+        state, metrics = runner(state, batches, call_size)
+        # Read and send the next batches while the device computes this call.
+        size = next(sizes, None)
+        pending = runner.prepare(size) if size else None
         losses_since_check.append(metrics["loss"])
-        done = step + 1
-        bar.update(1)
+        done += call_size
+        bar.update(call_size)
         is_last = done == num_steps
         if done % log_every == 0 or is_last:
           check_finite(done)
-          scalars = {f"train_{k}": v for k, v in jax.device_get(metrics).items()}
+          last = {name: value[-1] if call_size > 1 else value
+                  for name, value in metrics.items()}
+          scalars = {f"train_{name}": value
+                     for name, value in jax.device_get(last).items()}
           writer.write(done, scalars)
           bar.set_postfix(loss=f"{scalars['train_loss']:.4g}", refresh=False)
         if eval_fn is not None and ((eval_every and done % eval_every == 0)
@@ -161,7 +310,7 @@ def fit(*,
           writer.write(done, final_eval)
         if done % checkpoint_every == 0 or is_last or sigterm["set"]:
           check_finite(done)
-          checkpointer.save(done, state, loader.get_state())
+          checkpointer.save(done, state, data_state)
         if sigterm["set"] and not is_last:
           writer.flush()
           print(f"SIGTERM: saved step {done} to {workdir}; re-run the same "

@@ -184,6 +184,11 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def stacked_data_sharded(mesh: Mesh) -> NamedSharding:
+  """Sharding of K stacked batches ``[K, B, ...]``: examples split, steps not."""
+  return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh,
                      name: str = "data.batch_size") -> None:
   """The global batch must split evenly over the data axis."""
@@ -208,24 +213,37 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     The pytree with every leaf a global array replicated on ``mesh``.
   """
   sharding = replicated(mesh)
-  return jax.tree.map(lambda x: jax.device_put(x, sharding, may_alias=False), tree)
+
+  def fresh(x):
+    if isinstance(x, jax.Array) and x.is_fully_addressable:
+      # `may_alias=False` alone is not enough: replicating a one-device array
+      # over 8 devices reused its buffer for device 0 (jax 0.10), and the
+      # first donating step then deleted the caller's array. A host copy
+      # shares nothing.
+      x = jax.device_get(x)
+    return jax.device_put(x, sharding, may_alias=False)
+
+  return jax.tree.map(fresh, tree)
 
 
-def shard_batch(local_batch: PyTree, mesh: Mesh) -> PyTree:
+def shard_batch(local_batch: PyTree, mesh: Mesh, *, stacked: bool = False) -> PyTree:
   """Builds global, data-sharded arrays from this host's slice of the batch.
 
   On one host the slice is the whole batch.
 
   Args:
     local_batch: a pytree of numpy arrays ``[local_batch, ...]``: this
-      process's rows of the global batch.
+      process's rows of the global batch (``[K, local_batch, ...]`` with
+      ``stacked=True``).
     mesh: the device mesh (:func:`make_mesh`).
+    stacked: the leaves carry a leading axis of K consecutive batches (the
+      input of :meth:`TrainStep.run`); the examples axis is then axis 1.
 
   Returns:
-    The pytree as global arrays ``[global_batch, ...]`` split over the
-    mesh's ``"data"`` axis.
+    The pytree as global arrays ``[global_batch, ...]`` (``[K, global_batch,
+    ...]``) split over the mesh's ``"data"`` axis.
   """
-  sharding = data_sharded(mesh)
+  sharding = stacked_data_sharded(mesh) if stacked else data_sharded(mesh)
   if jax.process_count() == 1:
     # The local slice is the global batch: one device_put of the whole tree
     # costs about half of assembling it array by array (per-step overhead).
@@ -235,12 +253,88 @@ def shard_batch(local_batch: PyTree, mesh: Mesh) -> PyTree:
       local_batch)
 
 
+class TrainStep:
+  """A jitted train step that can also take K steps in one dispatch.
+
+  ``step(state, batch)`` is one optimizer update (a jitted call).
+  ``step.run(state, batches)`` takes ``batches`` with a leading axis of K
+  consecutive global batches and applies K updates inside one jitted
+  ``lax.scan``, returning the per-step metrics stacked along that axis. For
+  small models a step is host-bound (one Python dispatch and one transfer per
+  step): a call of K steps pays that cost once. Both run the same step
+  function; :func:`divlab.train.fit` tests that K steps per call give the
+  parameters of K single calls bit for bit.
+
+  Args:
+    step_fn: the pure ``step(state, batch) -> (state, metrics)``.
+    mesh: the device mesh; state and metrics come back replicated on it.
+    donate: donate the old state's buffers to the new one.
+  """
+
+  def __init__(self, step_fn: Callable[[TrainState, PyTree], tuple[TrainState, dict]],
+               mesh: Mesh, *, donate: bool = True):
+    self.step_fn = step_fn
+    self.mesh = mesh
+    donate_argnums = (0,) if donate else ()
+    out_shardings = (replicated(mesh), replicated(mesh))
+    self._one = jax.jit(step_fn, donate_argnums=donate_argnums,
+                        out_shardings=out_shardings)
+    self._scan = jax.jit(lambda state, batches: jax.lax.scan(step_fn, state, batches),
+                         donate_argnums=donate_argnums, out_shardings=out_shardings)
+    self._loops_well: dict = {}
+
+  def __call__(self, state: TrainState, batch: PyTree) -> tuple[TrainState, dict]:
+    return self._one(state, batch)
+
+  def run(self, state: TrainState, batches: PyTree) -> tuple[TrainState, dict]:
+    """K steps on ``batches`` (leaves ``[K, global_batch, ...]``) in one call.
+
+    Returns:
+      ``(state after K steps, metrics)`` with every metric stacked ``[K]``.
+    """
+    return self._scan(state, batches)
+
+  def loops_well(self, state: TrainState, batch: PyTree) -> bool:
+    """Whether :meth:`run` is as fast per step as single calls on this backend.
+
+    Not for a step with a convolution on the CPU: XLA:CPU rewrites the
+    convolutions of a gradient into the layout its fast (Eigen) kernels take
+    only outside loops; inside the ``lax.scan`` they stay in a generic form
+    that measured 20-40x slower (jax 0.10, a 1-D CNN step: 58 vs 2.8 ms), and
+    rounds differently. The answer is cached per batch structure.
+
+    Args:
+      state: the train state (only shapes and dtypes are read).
+      batch: one global batch (host or device arrays).
+    """
+    if jax.default_backend() != "cpu":
+      return True
+    key = jax.tree.structure(batch), tuple(
+        (np.shape(x), np.result_type(x).str) for x in jax.tree.leaves(batch))
+    if key not in self._loops_well:
+      jaxpr = jax.make_jaxpr(self.step_fn)(state, batch)
+      self._loops_well[key] = not _uses_primitive(jaxpr.jaxpr, "conv_general_dilated")
+    return self._loops_well[key]
+
+
+def _uses_primitive(jaxpr, name: str) -> bool:
+  """Whether ``jaxpr`` or any jaxpr nested in it applies primitive ``name``."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == name:
+      return True
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (list, tuple)) else (param,)):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns") and _uses_primitive(inner, name):
+          return True
+  return False
+
+
 def make_train_step(loss_fn: Callable[..., tuple[jax.Array, dict]],
                     mesh: Mesh,
                     *,
                     has_model_state: bool = False,
-                    donate: bool = True) -> Callable[[TrainState, PyTree],
-                                                     tuple[TrainState, dict]]:
+                    donate: bool = True) -> TrainStep:
   """Builds the one jitted data-parallel train step.
 
   Args:
@@ -254,8 +348,9 @@ def make_train_step(loss_fn: Callable[..., tuple[jax.Array, dict]],
     donate: donate the old state's buffers to the new one (saves memory).
 
   Returns:
-    ``step(state, batch) -> (new_state, metrics)``; ``metrics`` has ``loss``,
-    ``grad_norm`` and the scalars of ``aux``.
+    A :class:`TrainStep`: ``step(state, batch) -> (new_state, metrics)``,
+    and ``step.run(state, batches)`` for K steps per dispatch; ``metrics``
+    has ``loss``, ``grad_norm`` and the scalars of ``aux``.
   """
 
   def step(state: TrainState, batch: PyTree):
@@ -275,8 +370,7 @@ def make_train_step(loss_fn: Callable[..., tuple[jax.Array, dict]],
     metrics = {"loss": loss, "grad_norm": _global_norm(grads), **aux}
     return new_state, metrics
 
-  return jax.jit(step, donate_argnums=(0,) if donate else (),
-                 out_shardings=(replicated(mesh), replicated(mesh)))
+  return TrainStep(step, mesh, donate=donate)
 
 
 def _global_norm(tree: PyTree) -> jax.Array:

@@ -114,6 +114,7 @@ def classification_metrics(apply_fn: Callable) -> Callable:
 def run_config(*, batch_size: int, optimizer: Mapping[str, Any], num_steps: int,
                log_every: int = 100, eval_every: int = 0,
                checkpoint_every: int = 1000, keep_checkpoints: int = 1,
+               steps_per_call: Optional[int] = None,
                progress: bool = True) -> ml_collections.ConfigDict:
   """Builds every config key :func:`train_model` reads, with their defaults.
 
@@ -132,6 +133,9 @@ def run_config(*, batch_size: int, optimizer: Mapping[str, Any], num_steps: int,
     eval_every: ``train.eval_every``: evaluate this often (0: only at the end).
     checkpoint_every: ``train.checkpoint_every``.
     keep_checkpoints: ``train.keep_checkpoints``, how many to keep.
+    steps_per_call: ``train.steps_per_call``, the most optimizer steps per
+      dispatch (None: ``loop.default_steps_per_call()`` for the backend).
+      Results do not depend on it.
     progress: ``progress``, whether to draw a progress bar (on stderr).
 
   Returns:
@@ -149,7 +153,8 @@ def run_config(*, batch_size: int, optimizer: Mapping[str, Any], num_steps: int,
       "train": {"num_steps": num_steps, "log_every": max(1, min(log_every, num_steps)),
                 "eval_every": int(eval_every),
                 "checkpoint_every": max(1, min(checkpoint_every, num_steps)),
-                "keep_checkpoints": int(keep_checkpoints)},
+                "keep_checkpoints": int(keep_checkpoints),
+                "steps_per_call": None if steps_per_call is None else int(steps_per_call)},
       "progress": bool(progress)})
 
 
@@ -179,7 +184,8 @@ def train_model(*,
       missing one is a ValueError naming it. Optional, with run_config's
       defaults: ``train.log_every`` (100), ``train.eval_every`` (0: at the
       end only), ``train.checkpoint_every`` (1000), both capped at
-      ``num_steps``; ``train.keep_checkpoints`` (1); ``data.num_workers``
+      ``num_steps``; ``train.keep_checkpoints`` (1); ``train.steps_per_call``
+      (None: the backend's default, see ``loop.fit``); ``data.num_workers``
       (grain workers, 0); ``eval_batch_size`` (about 512, a multiple of the
       device count); ``progress`` (True; the bar goes to stderr).
     model: a linen module whose ``init(key, x)`` takes a batch of ``x`` (used
@@ -252,6 +258,7 @@ def train_model(*,
   state, final = loop.fit(
       workdir=workdir, state=state, train_step=step, loader=loader, mesh=mesh,
       num_steps=num_steps, eval_fn=eval_fn, **train_keys,
+      steps_per_call=train_config.get("steps_per_call"),
       progress=bool(config.get("progress", True)), desc=desc)
   return jax.device_get(state.params), final
 

@@ -4,6 +4,7 @@ Run by test_parallel.py in subprocesses with 1 and with 8 (fake CPU) devices;
 the outputs must agree. Not collected by pytest (no test_ prefix).
 """
 import json
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +15,20 @@ from divlab import data
 from divlab import divergences
 from divlab import models
 from divlab.losses import softmax_cross_entropy
+from divlab.train import loop
 from divlab.train import parallel
 from divlab.train import trainer
+
+
+def _fit_params(step, params, arrays, mesh, steps_per_call):
+  """Parameters after 12 fit steps with K steps per call (K=4: 3 calls)."""
+  state = trainer.create_state(params, optax.adam(1e-2), 0, mesh)
+  with tempfile.TemporaryDirectory() as workdir:
+    state, _ = loop.fit(workdir=workdir, state=state, train_step=step,
+                        loader=data.Loader(arrays, 64, seed=0), mesh=mesh,
+                        num_steps=12, log_every=4, checkpoint_every=12,
+                        progress=False, steps_per_call=steps_per_call)
+  return [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(state.params))]
 
 
 def main():
@@ -45,7 +58,11 @@ def main():
     state, metrics = step(state, parallel.shard_batch(next(loader), mesh))
     losses.append(float(metrics["loss"]))
     mmds.append(float(metrics["mmd"]))
+  # The fit loop with 1 and with 4 steps per dispatch: identical bits.
+  k1 = _fit_params(step, params, arrays, mesh, 1)
+  k4 = _fit_params(step, params, arrays, mesh, 4)
   print(json.dumps({
+      "steps_per_call_bit_identical": all(np.array_equal(a, b) for a, b in zip(k1, k4)),
       "devices": jax.device_count(),
       "batch_shards": len(batch0["x"].sharding.device_set),
       "losses": losses, "mmds": mmds,

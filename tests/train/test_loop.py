@@ -129,7 +129,9 @@ def test_broken_latest_checkpoint_falls_back(tmp_path, uninterrupted, capsys):
   assert _params_equal(state.params, uninterrupted[0].params)
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path, uninterrupted):
+@pytest.mark.parametrize("steps_per_call, saved_step", [(1, 6), (None, 5)])
+def test_sigterm_saves_and_exits_cleanly(tmp_path, uninterrupted, steps_per_call,
+                                         saved_step):
   class SigtermLoader(data.Loader):
     def __next__(self):
       batch = super().__next__()
@@ -141,11 +143,106 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, uninterrupted):
   with pytest.raises(loop.Preempted) as info:
     loop.fit(workdir=tmp_path, state=_fresh_state(), train_step=STEP, loader=loader,
              mesh=MESH, num_steps=30, log_every=5, checkpoint_every=10,
-             keep_checkpoints=2, progress=False)
-  assert info.value.code == 0 and info.value.step == 7
-  assert (tmp_path / "checkpoints" / "7").is_dir()
+             keep_checkpoints=2, progress=False, steps_per_call=steps_per_call)
+  # The loop reads the next call's batches while the device works, so the
+  # signal (sent as batch 7 is read) arrives during the call before: with one
+  # step per call the loop saves step 6; with 5 steps per call, step 5.
+  assert info.value.code == 0 and info.value.step == saved_step
+  assert (tmp_path / "checkpoints" / str(saved_step)).is_dir()
   state, _ = _fit(tmp_path)
   assert _params_equal(state.params, uninterrupted[0].params)
+
+
+@pytest.mark.parametrize("requested, periods, expected", [
+    (16, (100, 1000), 10), (32, (100, 1000), 25), (16, (5, 10), 5), (4, (5, 10), 1),
+    (8, (8, 16), 8), (1, (100,), 1), (64, (7, 700, 49), 7)])
+def test_steps_per_call_divides_every_period(requested, periods, expected):
+  assert loop._steps_per_call(requested, periods) == expected  # pylint: disable=protected-access
+
+
+def test_steps_per_call_must_be_positive(tmp_path):
+  with pytest.raises(ValueError, match="train.steps_per_call"):
+    _fit(tmp_path, steps_per_call=0)
+
+
+def _fit_grid(workdir, steps_per_call, model=MODEL, arrays=ARRAYS, crash_after=None):
+  """30 steps logging every 8 and saving every 16: K=8 leaves 6 single steps."""
+  params = trainer.init_params(model, arrays["x"], 0)
+
+  def loss_fn(params, batch, rng):
+    logits = model.apply({"params": params}, batch["x"])
+    noise = 1e-3 * jax.random.normal(rng, logits.shape)
+    return softmax_cross_entropy(logits + noise, batch["y"], reduction="mean"), {}
+
+  state = trainer.create_state(params, optax.adam(1e-2), 0, MESH)
+  loader = _CrashingLoader(arrays, 16, seed=3, crash_after=crash_after)
+  return loop.fit(workdir=workdir, state=state,
+                  train_step=_GRID_STEPS.setdefault(
+                      id(model), parallel.make_train_step(loss_fn, MESH)),
+                  loader=loader, mesh=MESH, num_steps=30, log_every=8,
+                  checkpoint_every=16, keep_checkpoints=2, progress=False,
+                  steps_per_call=steps_per_call)[0]
+
+
+_GRID_STEPS = {}
+CNN = models.build("cnn1d", 3, channels=(4, 4))
+
+
+def _signal_arrays(n=96, length=40, seed=1):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, 3, size=n).astype(np.int32)
+  t = np.linspace(0, 1, length, dtype=np.float32)
+  x = np.sin(2 * np.pi * (y[:, None] + 1) * t) + 0.3 * rng.normal(size=(n, length))
+  return {"x": x.astype(np.float32), "y": y}
+
+
+@pytest.mark.parametrize("model, arrays", [(MODEL, ARRAYS), (CNN, _signal_arrays())],
+                         ids=["mlp", "cnn1d"])
+def test_steps_per_call_never_changes_the_result(tmp_path, model, arrays):
+  """Same data order, step keys and parameters (bit for bit) for every K.
+
+  For the MLP, K > 1 runs a `lax.scan` and K = 1 single steps; the CNN runs
+  single steps on the CPU whatever K says (see the next test).
+  """
+  reference = None
+  for k in (1, 3, 8):
+    workdir = tmp_path / f"k{k}"
+    state = _fit_grid(workdir, k, model, arrays)
+    assert int(state.step) == 30
+    result = (jax.device_get(state.params), metrics_lib.read_metrics(workdir))
+    if reference is None:
+      reference = result
+      continue
+    assert _params_equal(result[0], reference[0]), f"steps_per_call={k}"
+    assert result[1] == reference[1]
+  # Killed under K=8 after 21 batches (last checkpoint: step 16), resumed with K=3.
+  workdir = tmp_path / "mixed"
+  with pytest.raises(KeyboardInterrupt):
+    _fit_grid(workdir, 8, model, arrays, crash_after=21)
+  state = _fit_grid(workdir, 3, model, arrays)
+  assert _params_equal(jax.device_get(state.params), reference[0])
+  assert metrics_lib.read_metrics(workdir) == reference[1]
+
+
+def test_convolutions_run_one_step_per_call_on_the_cpu():
+  """XLA:CPU's convolutions in a loop are slow: fit must not scan them there."""
+  batch = {k: v[:16] for k, v in _signal_arrays().items()}
+  mlp_batch = {k: v[:16] for k, v in ARRAYS.items()}
+
+  def step_for(model, arrays):
+    def loss_fn(params, batch, rng):
+      del rng
+      logits = model.apply({"params": params}, batch["x"])
+      return softmax_cross_entropy(logits, batch["y"], reduction="mean"), {}
+    params = trainer.init_params(model, arrays["x"], 0)
+    return (parallel.make_train_step(loss_fn, MESH),
+            trainer.create_state(params, optax.adam(1e-2), 0, MESH))
+
+  cnn_step, cnn_state = step_for(CNN, batch)
+  mlp_step, mlp_state = step_for(MODEL, mlp_batch)
+  on_cpu = jax.default_backend() == "cpu"
+  assert cnn_step.loops_well(cnn_state, batch) is (not on_cpu)
+  assert mlp_step.loops_well(mlp_state, mlp_batch)
 
 
 def test_bad_loop_arguments(tmp_path):

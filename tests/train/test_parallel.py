@@ -48,6 +48,12 @@ def test_whole_batch_loss_sees_the_global_batch(runs):
     np.testing.assert_allclose(g8, g1, rtol=1e-4, atol=1e-7)
 
 
+def test_steps_per_call_is_bit_identical_on_1_and_8_devices(runs):
+  one, eight = runs
+  assert one["steps_per_call_bit_identical"]
+  assert eight["steps_per_call_bit_identical"]
+
+
 def test_donating_step_keeps_the_callers_params():
   # The step donates its state; create_state must not alias the caller's
   # arrays, or they would be deleted by the first step.
