@@ -15,7 +15,12 @@ Overrides: ``--config.train.num_steps=100``. The workdir is the unit of a run:
   whose newest checkpoint is corrupt is reopened (its ``final_metrics.json`` /
   ``summary.json`` marker removed) and trains again from the previous one;
 * a table with NaN or infinite metrics is flagged in ``results.md`` and the
-  command exits with status 3.
+  command exits with status 3;
+* compiled programs are kept in a persistent cache (``~/.cache/divlab/jax``;
+  ``--compilation_cache_dir`` moves it, ``--nocompilation_cache`` or
+  ``DIVLAB_COMPILATION_CACHE=off`` turns it off), so a second run of a config
+  skips compiling; the run ends with one line giving its compile time and the
+  rest (``timing.json`` in the workdir holds the same figures).
 
 Command-line mistakes (an empty ``--workdir``, a workdir that is a file or not
 writable, a missing config file, an unknown override key) exit with status 2
@@ -71,6 +76,16 @@ _SHARED_TIMEOUT = flags.DEFINE_float(
     "shared_workdir_timeout", 30.0,
     "Multi-process: seconds every process waits to see the marker process 0 "
     "writes into the workdir before the run is refused as not shared.")
+
+_COMPILATION_CACHE = flags.DEFINE_bool(
+    "compilation_cache", True,
+    "Keep compiled programs on disk and reuse them in later runs (JAX's "
+    "persistent compilation cache), so that a second run of a config skips "
+    "compiling. --nocompilation_cache (or DIVLAB_COMPILATION_CACHE=off) turns it off.")
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    "Where the compilation cache lives (default $DIVLAB_COMPILATION_CACHE, else "
+    "$XDG_CACHE_HOME/divlab/jax, i.e. ~/.cache/divlab/jax). Delete it to clear it.")
 
 _DETERMINISTIC_GPU = flags.DEFINE_bool(
     "deterministic_gpu", True,
@@ -410,6 +425,17 @@ def request_deterministic_gpu() -> None:
     os.environ["XLA_FLAGS"] = (current + " --xla_gpu_deterministic_ops=true").strip()
 
 
+def report_timing(timer, workdir: pathlib.Path, cache: Optional[pathlib.Path]) -> None:
+  """Prints the run's compile and run time and writes them to ``timing.json``."""
+  from divlab.train import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  summary = timer.summary()
+  summary["compilation_cache"] = str(cache) if cache else None
+  hits = f", {timer.cache_hits} loaded from the cache" if timer.cache_hits else ""
+  print(f"time: {timer.wall_s:.1f} s = compile {timer.compile_s:.1f} s "
+        f"({timer.compiles} programs{hits}) + run {timer.run_s:.1f} s", flush=True)
+  metrics_lib.write_json(workdir / "timing.json", summary, indent=2)
+
+
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -426,8 +452,15 @@ def _main(argv):
         {"auto": None, "yes": True, "no": False}[_DISTRIBUTED.value],
         coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value)
-    run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
-        shared_workdir_timeout_s=_SHARED_TIMEOUT.value)
+    from divlab.train import compilation  # pylint: disable=g-import-not-at-top
+    cache = None
+    if _COMPILATION_CACHE.value and (_COMPILATION_CACHE_DIR.value
+                                     or not compilation.cache_disabled_by_env()):
+      cache = compilation.enable_persistent_cache(_COMPILATION_CACHE_DIR.value)
+    with compilation.CompileTimer() as timer:
+      run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+          shared_workdir_timeout_s=_SHARED_TIMEOUT.value)
+    report_timing(timer, pathlib.Path(_WORKDIR.value), cache)
   except (UsageError, ValueError, FloatingPointError, NonFiniteResultsError) as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(EXIT_USAGE if isinstance(err, ValueError)

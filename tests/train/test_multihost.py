@@ -34,7 +34,7 @@ def get_config(arg=""):
   return config
 '''
 # Files whose names or number depend on the process layout, not on the run.
-LAYOUT_DEPENDENT = ("checkpoints", "tensorboard")
+LAYOUT_DEPENDENT = ("checkpoints", "tensorboard", "timing.json")
 
 
 def _free_port():
