@@ -156,9 +156,21 @@ def init_ensemble_params(model, sample_x: np.ndarray, seeds: Sequence[int]) -> P
   initialise in one compilation.
   """
   seeds = jnp.asarray([int(s) for s in seeds], jnp.uint32)
-  x = jnp.asarray(sample_x[:1])
-  init = jax.jit(jax.vmap(lambda seed: model.init(jax.random.key(seed), x)["params"]))
-  return jax.device_get(init(seeds))
+  return jax.device_get(_ensemble_init(model)(seeds, jnp.asarray(sample_x[:1])))
+
+
+# Compiled initialisers, keyed weakly by module: equal modules (same class and
+# fields) share one compilation across the runs of an experiment.
+_INIT_CACHE: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
+
+
+def _ensemble_init(model) -> Callable:
+  init = _INIT_CACHE.get(model)
+  if init is None:
+    init = jax.jit(jax.vmap(lambda seed, x: model.init(jax.random.key(seed), x)["params"],
+                            in_axes=(0, None)))
+    _INIT_CACHE[model] = init
+  return init
 
 
 def create_ensemble_state(params: PyTree, tx: optax.GradientTransformation,
