@@ -219,6 +219,19 @@ def _stream(args) -> None:
         shutil.rmtree(args.dir, ignore_errors=True)
 
 
+# Pause after each loader's turn, untimed: reading threads refill their
+# prefetch buffers after a turn ends, and that work must not land in the
+# next loader's turn (it is the next turn's batches, already counted).
+_SETTLE_S = 0.05
+
+
+def _turns(num_loaders: int, rounds: int):
+  """Yields, per round, the order in which the loaders take their turns: each
+  round starts one later, so no loader always follows the same one."""
+  for round_index in range(rounds):
+    yield [(round_index + k) % num_loaders for k in range(num_loaders)]
+
+
 def _feed(args) -> None:
   """ms per training step fed by each loader, and each loader's rate alone.
 
@@ -226,9 +239,10 @@ def _feed(args) -> None:
   previous step's compute; the step is input-bound only when feeding it from
   a loader makes the step slower than feeding it from memory. The machine may
   be shared, so the loaders take turns: ``--rounds`` rounds, each timing
-  ``steps / rounds`` steps of every loader in a row, and each loader's time is
-  compared with the memory-fed time of the same round (the median of those
-  ratios is reported, with their range).
+  ``steps / rounds`` steps of every loader in a row (in an order rotated from
+  round to round, with a short untimed pause after each turn), and each
+  loader's time is compared with the memory-fed time of the same round (the
+  median of those ratios is reported, with their range).
   """
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
@@ -264,13 +278,14 @@ def _feed(args) -> None:
     """(wall, CPU) ms per batch of each loader alone, taking turns as the steps
     do; CPU is this process's (its reading threads), not worker processes'."""
     times = [[] for _ in loaders]
-    for _ in range(args.rounds):
-      for k, loader in enumerate(loaders):
+    for turns in _turns(len(loaders), args.rounds):
+      for k in turns:
         start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(per_round):
-          next(loader)
+          next(loaders[k])
         times[k].append((1e3 * (time.perf_counter() - start) / per_round,
                          1e3 * (time.process_time() - start_cpu) / per_round))
+        time.sleep(_SETTLE_S)
     return [np.median(np.asarray(t), axis=0) for t in times]
 
   loaders = [make_loader(train, 1, options) for _, train, options in variants]
@@ -326,12 +341,13 @@ def _feed(args) -> None:
     for k in range(len(variants)):
       run(k, 20)  # compile, fill the prefetch buffers
     step_ms, cpu_ms, wait_ms = ([[] for _ in variants] for _ in range(3))
-    for _ in range(args.rounds):
-      for k in range(len(variants)):
+    for turns in _turns(len(variants), args.rounds):
+      for k in turns:
         took, cpu, waited = run(k, per_round)
         step_ms[k].append(took)
         cpu_ms[k].append(cpu)
         wait_ms[k].append(waited)
+        time.sleep(_SETTLE_S)
     for loader in loaders:
       if hasattr(loader, "close"):
         loader.close()
