@@ -19,6 +19,7 @@ compiled by XLA once per process. Two things keep that cost down:
 """
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
 import threading
@@ -122,6 +123,9 @@ class CompileTimer:
 
   def __init__(self):
     self.compiles = 0
+    # Compiled programs by the name of the function jitted ("train_steps",
+    # "<lambda>", ...), to see which program compiled how often.
+    self.programs: collections.Counter = collections.Counter()
     self.cache_hits = 0
     self.wall_s = 0.0
     self._spans: list[tuple[float, float]] = []
@@ -129,11 +133,12 @@ class CompileTimer:
     self._lock = threading.Lock()
 
   def _on_span(self, event: str, start: float, end: float, **kwargs) -> None:
-    del kwargs
     if event in COMPILE_EVENTS:
       with self._lock:
         self._spans.append((float(start), float(end)))
-        self.compiles += event == _BACKEND_COMPILE
+        if event == _BACKEND_COMPILE:
+          self.compiles += 1
+          self.programs[str(kwargs.get("fun_name", "?"))] += 1
 
   def _on_event(self, event: str, **kwargs) -> None:
     del kwargs

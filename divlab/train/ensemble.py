@@ -228,7 +228,7 @@ def make_ensemble_train_step(loss_fn: Optional[Callable] = None,
   gradient_fn = gradient_fn or _value_and_grad(loss_fn)
   mesh = parallel.make_mesh() if mesh is None else mesh
 
-  def step(state: TrainState, batch: PyTree):
+  def train_step(state: TrainState, batch: PyTree):
     count = num_members(state.params)
     keys = jax.random.split(state.step_rng(), count)
 
@@ -247,7 +247,7 @@ def make_ensemble_train_step(loss_fn: Optional[Callable] = None,
                **{k: jnp.mean(v) for k, v in dict(aux).items()}}
     return new_state, metrics
 
-  return parallel.TrainStep(step, mesh, donate=donate)
+  return parallel.TrainStep(train_step, mesh, donate=donate)
 
 
 def train_ensemble(*,

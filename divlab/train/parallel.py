@@ -279,8 +279,12 @@ class TrainStep:
     out_shardings = (replicated(mesh), replicated(mesh))
     self._one = jax.jit(step_fn, donate_argnums=donate_argnums,
                         out_shardings=out_shardings)
-    self._scan = jax.jit(lambda state, batches: jax.lax.scan(step_fn, state, batches),
-                         donate_argnums=donate_argnums, out_shardings=out_shardings)
+
+    def train_steps(state, batches):
+      return jax.lax.scan(step_fn, state, batches)
+
+    self._scan = jax.jit(train_steps, donate_argnums=donate_argnums,
+                         out_shardings=out_shardings)
     self._loops_well: dict = {}
 
   def __call__(self, state: TrainState, batch: PyTree) -> tuple[TrainState, dict]:
@@ -353,7 +357,7 @@ def make_train_step(loss_fn: Callable[..., tuple[jax.Array, dict]],
     has ``loss``, ``grad_norm`` and the scalars of ``aux``.
   """
 
-  def step(state: TrainState, batch: PyTree):
+  def train_step(state: TrainState, batch: PyTree):
     rng = state.step_rng()
 
     def objective(params):
@@ -370,7 +374,7 @@ def make_train_step(loss_fn: Callable[..., tuple[jax.Array, dict]],
     metrics = {"loss": loss, "grad_norm": _global_norm(grads), **aux}
     return new_state, metrics
 
-  return TrainStep(step, mesh, donate=donate)
+  return TrainStep(train_step, mesh, donate=donate)
 
 
 def _global_norm(tree: PyTree) -> jax.Array:

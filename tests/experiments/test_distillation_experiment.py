@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from divlab import run as runner
+from divlab.train import compilation
 from experiments.distillation import experiment
 from experiments.distillation import methods
 
@@ -17,12 +18,26 @@ def _config(name="mnist1d", arg="smoke"):
   return importlib.import_module(f"configs.distillation.{name}").get_config(arg)
 
 
+_SMOKE_COMPILES = {}
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("distill")
   config = _config()
-  rows = runner.run(config, workdir)
+  with compilation.CompileTimer() as timer:
+    rows = runner.run(config, workdir)
+  _SMOKE_COMPILES.update(timer.programs)
   return config, workdir, rows
+
+
+def test_smoke_compiles_each_loss_once_across_regimes_and_seeds(smoke_run):
+  config = smoke_run[0]
+  steps = {k: v for k, v in _SMOKE_COMPILES.items() if "train_step" in k}
+  # Seeds train side by side and both regimes reuse a method's step: one
+  # program per method, plus the teacher's step.
+  assert len(config.regimes) == 2 and config.num_seeds == 2
+  assert sum(steps.values()) == len(config.methods) + 1, steps
 
 
 def test_smoke_end_to_end_writes_table_plot_and_rows(smoke_run):

@@ -9,6 +9,7 @@ from scipy import special
 from scipy import stats
 
 from divlab import run as runner
+from divlab.train import compilation
 from experiments.unlearning import experiment
 from experiments.unlearning import synthetic
 
@@ -107,7 +108,13 @@ def _check_classification_rows(rows, config):
 
 def test_mnist1d_smoke_end_to_end_and_resume(tmp_path):
   config = _config("mnist1d")
-  rows = runner.run(config, tmp_path)
+  with compilation.CompileTimer() as timer:
+    rows = runner.run(config, tmp_path)
+  # One train-step program per trained method, shared by both forget sets,
+  # plus the base ensemble's.
+  trained = [m for m in config.methods if m not in ("noop", "retrain")]
+  steps = {k: v for k, v in timer.programs.items() if "train_step" in k}
+  assert sum(steps.values()) == len(trained) + 1, steps
   saved = json.loads((tmp_path / "results.json").read_text())["rows"]
   _check_classification_rows(saved, config)
   trade = json.loads((tmp_path / "tradeoff.json").read_text())["rows"]
