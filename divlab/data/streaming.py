@@ -373,6 +373,8 @@ class DecodedRecordCache:
       batch = self._split.read(indices)
       self.store(indices, batch)
       return batch
+    if self._num_filled == self._num_records:  # all held: no lookups needed
+      return {key: rows[indices] for key, rows in self._rows.items()}
     hit = indices < len(self._filled)
     hit[hit] = self._filled[indices[hit]]
     if hit.all():
