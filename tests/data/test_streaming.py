@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -523,3 +524,44 @@ def test_make_loader_passes_the_cache_budget(split):
   next(loader)
   assert loader.cache.capacity == 3  # 3 records fit the budget
   loader.close()
+
+
+def test_config_cache_and_grouping_reach_the_loader_and_training_is_unchanged(
+    split, arrays, tmp_path, monkeypatch):
+  """``data.cache_mb`` and ``data.batches_per_element`` reach the GrainLoader
+  ``train_model`` builds, and the run equals the one fed from memory."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from divlab import train  # pylint: disable=g-import-not-at-top
+
+  model = nn.Dense(1)
+
+  def loss_fn(params, batch, rng):
+    del rng
+    return jnp.mean((model.apply({"params": params}, batch["x"]) - batch["y"]) ** 2), {}
+
+  def per_example(params, batch):
+    return {"se": jnp.sum((model.apply({"params": params}, batch["x"]) - batch["y"]) ** 2, -1)}
+
+  built = []
+  make_loader = data.make_loader
+  monkeypatch.setattr(data, "make_loader",
+                      lambda *a, **k: built.append(make_loader(*a, **k)) or built[-1])
+  results = {}
+  for name, train_arrays, extra in (("memory", arrays, {}),
+                                    ("grain", split, {"cache_mb": 1, "batches_per_element": 3})):
+    config = train.run_config(batch_size=32, optimizer={"name": "adam", "learning_rate": 1e-2},
+                              num_steps=25, progress=False)  # 25 batches: 2.3 epochs
+    config.data.update(extra)
+    results[name] = train.train_model(
+        workdir=tmp_path / name, config=config, model=model, loss_fn=loss_fn,
+        train_arrays=train_arrays, eval_sets={"train": arrays},
+        per_example_metrics=per_example, seed=0)
+  memory_loader, grain_loader = built
+  assert isinstance(memory_loader, data.Loader)
+  assert grain_loader.cache.capacity == 353  # 1 MiB holds all 353 records
+  assert grain_loader._per_element == 3  # pylint: disable=protected-access
+  (grain_params, grain_final), (memory_params, memory_final) = results["grain"], results["memory"]
+  for got, want in zip(jax.tree.leaves(grain_params), jax.tree.leaves(memory_params)):
+    np.testing.assert_array_equal(got, want)
+  assert grain_final == memory_final
