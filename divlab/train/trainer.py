@@ -185,9 +185,11 @@ def train_model(*,
       defaults: ``train.log_every`` (100), ``train.eval_every`` (0: at the
       end only), ``train.checkpoint_every`` (1000), both capped at
       ``num_steps``; ``train.keep_checkpoints`` (1); ``train.steps_per_call``
-      (None: the backend's default, see ``loop.fit``); ``data.num_workers``
-      (grain workers, 0); ``eval_batch_size`` (about 512, a multiple of the
-      device count); ``progress`` (True; the bar goes to stderr).
+      (None: the backend's default, see ``loop.fit``); for the grain loader
+      ``data.num_workers`` (worker processes, 0), ``data.batches_per_element``
+      (1) and ``data.cache_mb`` (decoded records kept in memory, 0; >= 0);
+      ``eval_batch_size`` (about 512, a multiple of the device count);
+      ``progress`` (True; the bar goes to stderr).
     model: a linen module whose ``init(key, x)`` takes a batch of ``x`` (used
       only when ``params`` is None).
     model_spec: optional ``{"name", "num_outputs", **kwargs}`` for
@@ -244,7 +246,7 @@ def train_model(*,
       train_arrays, batch_size, seed=seed,
       num_workers=int(config.data.get("num_workers", 0)),
       batches_per_element=int(config.data.get("batches_per_element", 1)),
-      cache_bytes=int(float(config.data.get("cache_mb", 0)) * 2**20))
+      cache_bytes=_cache_bytes(config.data.get("cache_mb", 0)))
   eval_step = eval_step or loop.make_eval_step(per_example_metrics, mesh)
   eval_batch = int(config.get("eval_batch_size", 0) or 0) or _eval_batch_size(mesh)
 
@@ -261,6 +263,13 @@ def train_model(*,
       steps_per_call=train_config.get("steps_per_call"),
       progress=bool(config.get("progress", True)), desc=desc)
   return jax.device_get(state.params), final
+
+
+def _cache_bytes(cache_mb: Any) -> int:
+  """``data.cache_mb`` in bytes, or a ValueError naming the key."""
+  if float(cache_mb) < 0:
+    raise ValueError(f"`data.cache_mb` must be >= 0, got {cache_mb}.")
+  return int(float(cache_mb) * 2**20)
 
 
 def _required(config: ml_collections.ConfigDict, dotted_key: str) -> Any:
