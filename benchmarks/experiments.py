@@ -58,8 +58,9 @@ def run_config(config: str, workdir: pathlib.Path, cache: pathlib.Path,
   return timing
 
 
-# Files of a workdir that are not results.
-NOT_RESULTS = ("config.json", "finished.json", "timing.json")
+# Files of a workdir that are not results (nor are timings.json / timing.json,
+# wall-clock times some families record).
+NOT_RESULTS = ("config.json", "finished.json")
 
 
 def numbers(value) -> list[float]:
@@ -81,7 +82,7 @@ def largest_difference(a: pathlib.Path, b: pathlib.Path) -> str:
   """
   worst = 0.0
   for path in sorted(a.glob("*.json")):
-    if path.name in NOT_RESULTS:
+    if path.name in NOT_RESULTS or "timing" in path.name:
       continue
     other = b / path.name
     if not other.exists():
