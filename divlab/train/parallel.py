@@ -309,15 +309,25 @@ class TrainStep:
 
     Args:
       state: the train state (only shapes and dtypes are read).
-      batch: one global batch (host or device arrays).
+      batch: this process's slice of one batch (host or device arrays).
     """
     if jax.default_backend() != "cpu":
       return True
     key = jax.tree.structure(batch), tuple(
         (np.shape(x), np.result_type(x).str) for x in jax.tree.leaves(batch))
     if key not in self._loops_well:
-      jaxpr = jax.make_jaxpr(self.step_fn)(state, batch)
-      self._loops_well[key] = not _uses_primitive(jaxpr.jaxpr, "conv_general_dilated")
+      # The global batch's shapes (a host passes its slice), traced abstractly.
+      spec = jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(
+              (np.shape(x)[0] * jax.process_count(),) + np.shape(x)[1:],
+              np.result_type(x)), batch)
+      try:
+        jaxpr = jax.make_jaxpr(self.step_fn)(state, spec)
+      except Exception:  # pylint: disable=broad-except
+        # Cannot tell: single steps are never the slow case.
+        self._loops_well[key] = False
+      else:
+        self._loops_well[key] = not _uses_primitive(jaxpr.jaxpr, "conv_general_dilated")
     return self._loops_well[key]
 
 
