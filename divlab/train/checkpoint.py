@@ -37,6 +37,43 @@ _ITEM_HANDLERS = {"state": ocp.StandardCheckpointHandler,
                   "data": ocp.JsonCheckpointHandler}
 
 
+def save_tree(path: str | pathlib.Path, tree: Any) -> None:
+  """Writes a pytree of arrays (e.g. a finished stage's params) to one file.
+
+  For results a later stage reads back whole (an SFT model, a trained
+  ensemble), not for resuming a run (that is :class:`Checkpointer`). The
+  file is msgpack (``flax.serialization``), written atomically by process 0
+  only; the tree comes back from :func:`load_tree` as nested dicts of numpy
+  arrays.
+
+  Args:
+    path: the file to (over)write; its folder is created.
+    tree: a pytree of arrays (host or device).
+  """
+  import flax.serialization  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  if jax.process_index() != 0:
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_bytes(flax.serialization.msgpack_serialize(
+      jax.tree.map(np.asarray, jax.device_get(tree))))
+  tmp.replace(path)
+
+
+def load_tree(path: str | pathlib.Path) -> Any:
+  """Reads a tree written by :func:`save_tree` (nested dicts of numpy arrays).
+
+  Raises:
+    ValueError: ``path`` is not a file.
+  """
+  import flax.serialization  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"`path`={str(path)!r} is not a file written by save_tree.")
+  return flax.serialization.msgpack_restore(path.read_bytes())
+
+
 def file_digests(step_dir: str | pathlib.Path) -> dict[str, str]:
   """SHA-256 of every file under ``step_dir`` (except the checksum file).
 

@@ -29,7 +29,6 @@ import pathlib
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -39,6 +38,7 @@ from divlab import models
 from divlab.data import tasks
 from divlab.losses import reduce_loss
 from divlab.losses import sequence
+from divlab.train import checkpoint
 from divlab.train import ensemble
 from divlab.train import metrics as metrics_lib
 from divlab.train import parallel
@@ -90,14 +90,6 @@ def sft_arrays(split: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {"x": x.astype(np.int32), "target_mask": target_mask}
 
 
-def _save_params(path: pathlib.Path, params) -> None:
-  path.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
-
-
-def _load_params(path: pathlib.Path):
-  return flax.serialization.msgpack_restore(path.read_bytes())
-
-
 # ----------------------------------------------------------------------------
 # Stage 1: SFT.
 # ----------------------------------------------------------------------------
@@ -107,7 +99,7 @@ def train_sft(config, path: pathlib.Path, model, splits, seeds) -> dict:
   """Trains (or reloads) the stacked SFT models; returns their params."""
   params_path = path / "params.msgpack"
   if params_path.exists():
-    return _load_params(params_path)
+    return checkpoint.load_tree(params_path)
   arrays = sft_arrays(splits["train"])
   sft = config.sft
   run_cfg = trainer.run_config(batch_size=int(sft.batch_size),
@@ -130,7 +122,7 @@ def train_sft(config, path: pathlib.Path, model, splits, seeds) -> dict:
       workdir=path, train_config=run_cfg.train, params=params, tx=tx, loader=loader,
       seed=int(config.seed), loss_fn=loss_fn, progress=bool(config.progress),
       desc=f"SFT ({len(seeds)} seeds)")
-  _save_params(params_path, params)
+  checkpoint.save_tree(params_path, params)
   return params
 
 
@@ -302,7 +294,7 @@ def train_group(config, path: pathlib.Path, model, group: list[str], sft_params,
   """Trains every (method, seed) member of a group; returns stacked params."""
   params_path = path / "params.msgpack"
   if params_path.exists():
-    return _load_params(params_path)
+    return checkpoint.load_tree(params_path)
   seeds = len(pairs)
   members, member_params = [], []
   for index, method in enumerate(group):
@@ -327,7 +319,7 @@ def train_group(config, path: pathlib.Path, model, group: list[str], sft_params,
       params=ensemble.stack_members(member_params), tx=tx, loader=loader,
       seed=int(config.seed), loss_fn=loss_fn, progress=bool(config.progress),
       desc=f"preference {'/'.join(group)} x {seeds} seeds")
-  _save_params(params_path, params)
+  checkpoint.save_tree(params_path, params)
   return params
 
 

@@ -33,7 +33,6 @@ import pathlib
 import time
 from typing import Any, Mapping, Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -46,6 +45,7 @@ from divlab.data import tasks
 from divlab.losses import policy
 from divlab.losses import reduce_loss
 from divlab.losses import sequence
+from divlab.train import checkpoint
 from divlab.train import ensemble
 from divlab.train import metrics as metrics_lib
 from divlab.train import trainer
@@ -80,16 +80,6 @@ def exact_reward(config, prompts, tokens, mask) -> np.ndarray:
                       reverse_answer=bool(config.task.reverse_answer))["exact"]
 
 
-def _save(path: pathlib.Path, tree) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  if metrics_lib.is_writer():
-    path.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, tree)))
-
-
-def _load(path: pathlib.Path):
-  return flax.serialization.msgpack_restore(path.read_bytes())
-
-
 def _stack_for(params, seed_of_member: Sequence[int]):
   return ensemble.stack_members([ensemble.member(params, k) for k in seed_of_member])
 
@@ -102,7 +92,7 @@ def _stack_for(params, seed_of_member: Sequence[int]):
 def train_sft(config, path: pathlib.Path, model, train, seeds) -> Any:
   params_path = path / "params.msgpack"
   if params_path.exists():
-    return _load(params_path)
+    return checkpoint.load_tree(params_path)
   prompt_len = train["prompt"].shape[1]
   x = np.concatenate([train["prompt"], train["completion"]], axis=1).astype(np.int32)
   target_mask = np.concatenate(
@@ -128,7 +118,7 @@ def train_sft(config, path: pathlib.Path, model, train, seeds) -> Any:
       workdir=path, train_config=run_cfg.train, params=params, tx=tx, loader=loader,
       seed=int(config.seed), loss_fn=loss_fn, progress=bool(config.progress),
       desc=f"SFT ({len(seeds)} seeds)")
-  _save(params_path, params)
+  checkpoint.save_tree(params_path, params)
   return params
 
 
@@ -253,7 +243,7 @@ def train_grpo(config, path: pathlib.Path, model, sft_params, train, rehearsal,
   per-step mean train reward of each member."""
   params_path, curves_path = path / "params.msgpack", path / "curves.json"
   if params_path.exists() and curves_path.exists():
-    return _load(params_path), json.loads(curves_path.read_text())
+    return checkpoint.load_tree(params_path), json.loads(curves_path.read_text())
   rl = config.rl
   p, g = int(rl.prompts_per_step), int(rl.group_size)
   completion_length = tasks.task_lengths(config.task.name, **task_options(config))[1]
@@ -308,7 +298,7 @@ def train_grpo(config, path: pathlib.Path, model, sft_params, train, rehearsal,
             f"({time.time() - started:.0f}s) train reward "
             + ", ".join(f"{m} {v:.3f}" for m, v in means.items()), flush=True)
   params = jax.device_get(params)
-  _save(params_path, params)
+  checkpoint.save_tree(params_path, params)
   metrics_lib.write_json(curves_path, curves)
   return params, curves
 
@@ -321,7 +311,7 @@ def train_grpo(config, path: pathlib.Path, model, sft_params, train, rehearsal,
 def train_topr(config, path: pathlib.Path, model, sft_params, train, key) -> Any:
   params_path = path / "params.msgpack"
   if params_path.exists():
-    return _load(params_path)
+    return checkpoint.load_tree(params_path)
   seeds = ensemble.num_members(sft_params)
   cfg = config.topr
   num = min(int(cfg.num_prompts), len(train["prompt"]))
@@ -358,7 +348,7 @@ def train_topr(config, path: pathlib.Path, model, sft_params, train, key) -> Any
       workdir=path, train_config=train_cfg, params=sft_params, tx=tx, loader=loader,
       seed=int(config.seed), loss_fn=loss_fn, progress=bool(config.progress),
       desc=f"offline TOPR ({seeds} seeds)")
-  _save(params_path, params)
+  checkpoint.save_tree(params_path, params)
   return params
 
 

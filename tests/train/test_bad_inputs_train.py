@@ -419,3 +419,17 @@ def test_no_guessed_repository_url_anywhere():
           {".py", ".md", ".ipynb", ".txt", ".cfg", ".toml", ".yaml", ".yml"}
           and guessed in p.read_text(errors="ignore")]
   assert hits == []
+
+
+def test_save_tree_round_trips_and_load_tree_names_a_missing_file(tmp_path):
+  from divlab.train import checkpoint  # pylint: disable=g-import-not-at-top
+  tree = {"dense": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3),
+                    "bias": np.array([np.nan, -np.inf], np.float32)},
+          "step": np.array(7, np.int32), "half": np.ones(3, jnp.bfloat16)}
+  checkpoint.save_tree(tmp_path / "stage" / "params.msgpack", tree)
+  back = checkpoint.load_tree(tmp_path / "stage" / "params.msgpack")
+  for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(tree)):
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
+  with pytest.raises(ValueError, match="`path`"):
+    checkpoint.load_tree(tmp_path / "missing.msgpack")
