@@ -485,7 +485,7 @@ class GrainLoader:
           or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     # The order (and every argument check) is Loader's. It never gathers from
-    # its arrays, so a zero-stride placeholder of the right length does.
+    # its arrays, so a zero-stride index array of the split's length serves.
     def make_order() -> Loader:
       return Loader({"index": np.broadcast_to(np.int8(0), (num_examples,))},
                     global_batch_size, seed=seed, shuffle=shuffle,

@@ -31,12 +31,14 @@ def test_smoke_writes_table_plot_and_one_row_per_method(smoke_run):
   for row in saved:
     assert row["seeds"] == config.num_seeds
     assert 0.0 <= row["reward"] <= 1.0 and 0.0 <= row["exact"] <= 1.0
-    assert 1.0 <= row["distinct"] <= config.eval.samples_per_prompt
     # A mean of whole counts of distinct completions over the test prompts and
     # seeds: a multiple of 1 / (prompts x seeds), which a per-token or
-    # probability-weighted count would not be.
+    # probability-weighted count would not be, and never more completions
+    # than were sampled per prompt.
     scaled = row["distinct"] * config.task.num_test * config.num_seeds
     assert abs(scaled - round(scaled)) < 1e-6 * scaled
+    assert round(scaled) <= (config.eval.samples_per_prompt * config.task.num_test
+                             * config.num_seeds)
     assert np.isfinite(row["kl"]) and row["kl_se"] >= 0
   assert (workdir / "reward_vs_kl.png").stat().st_size > 0
   assert rows == saved
