@@ -26,6 +26,12 @@ function is faster or smaller.
   python benchmarks/fused_linear.py --bt 1024 --hidden 256 --vocab 32000 --dtype float32
   python benchmarks/fused_linear.py   # B*T in {1024, 4096, 8192}, H=4096, V=128256, bf16
   python benchmarks/fused_linear.py --compile_only   # memory only, any machine
+  python benchmarks/fused_linear.py --target h200   # the GPU compiler's memory, no GPU
+
+`--target` compiles with XLA's GPU compiler for a described GPU without one
+(see `gpu_target.py`; needs JAX's CUDA plugin): the compiled memory of the
+real GPU program, no times. `--accumulation_dtype float32` measures the
+fused function with a float32 dL/dW sum instead of the weight's dtype.
 """
 import argparse
 import json
@@ -68,11 +74,12 @@ def make_inputs(tokens, hidden, vocab, dtype, seed):
   return h_s, w_s, h_t, w_t
 
 
-def make_steps(divergence, beta, chunk_size):
+def make_steps(divergence, beta, chunk_size, accumulation_dtype=None):
   """The two jitted value-and-gradient functions of (h_s, W_s, h_t, W_t)."""
   def fused_loss(h_s, w_s, h_t, w_t):
     return divergences.fused_linear_divergence(
-        h_s, w_s, h_t, w_t, divergence=divergence, beta=beta, chunk_size=chunk_size)
+        h_s, w_s, h_t, w_t, divergence=divergence, beta=beta, chunk_size=chunk_size,
+        accumulation_dtype=accumulation_dtype)
 
   def materialised_loss(h_s, w_s, h_t, w_t):
     student_logits = h_s @ w_s
@@ -117,7 +124,8 @@ def run_child(args):
   """One variant at one size in this fresh process; prints its runtime peak."""
   inputs = make_inputs(args.child_bt, args.hidden, args.vocab, jnp.dtype(args.dtype),
                        args.seed)
-  step = make_steps(args.divergence, args.beta, args.chunk_size)[args.child_variant]
+  step = make_steps(args.divergence, args.beta, args.chunk_size,
+                    args.accumulation_dtype)[args.child_variant]
   jax.block_until_ready(step.lower(*inputs).compile()(*inputs))
   print(json.dumps({"peak_bytes": device_peak_bytes()}))
 
@@ -129,6 +137,8 @@ def child_peak(args, variant, tokens):
              "--beta", str(args.beta), "--seed", str(args.seed)]
   if args.chunk_size is not None:
     command += ["--chunk_size", str(args.chunk_size)]
+  if args.accumulation_dtype is not None:
+    command += ["--accumulation_dtype", args.accumulation_dtype]
   done = subprocess.run(command, capture_output=True, text=True, check=False)
   if done.returncode != 0:
     print(f"peak measurement of {variant} at B*T={tokens} failed:\n{done.stderr[-2000:]}")
@@ -141,12 +151,13 @@ def measure(args, tokens):
   plan = fused.fused_chunk_plan(tokens, args.hidden, args.vocab, grad_itemsize=dtype.itemsize,
                                 chunk_size=args.chunk_size)
   if args.compile_only:
-    inputs = [jax.ShapeDtypeStruct(shape, dtype) for shape in
+    inputs = [jax.ShapeDtypeStruct(shape, dtype, sharding=args.sharding) for shape in
               ((tokens, args.hidden), (args.hidden, args.vocab)) * 2]
   else:
     inputs = make_inputs(tokens, args.hidden, args.vocab, dtype, args.seed)
   steps = {name: step.lower(*inputs).compile() for name, step in
-           make_steps(args.divergence, args.beta, args.chunk_size).items()}
+           make_steps(args.divergence, args.beta, args.chunk_size,
+                      args.accumulation_dtype).items()}
   memory, temp = {}, {}
   for name, step in steps.items():
     memory[name], temp[name] = compiled_bytes(step)
@@ -196,18 +207,30 @@ def main():
   parser.add_argument("--compile_only", action="store_true",
                       help="compiled memory only: nothing is allocated or run "
                       "(full sizes work on any machine)")
+  parser.add_argument("--target", default=None, choices=["h200"],
+                      help="compile for this GPU without one (implies --compile_only; "
+                      "needs JAX's CUDA plugin)")
+  parser.add_argument("--accumulation_dtype", default=None, choices=["float32"],
+                      help="the fused function's dL/dW sum (default: the weight's dtype)")
   parser.add_argument("--no_peak", action="store_true",
                       help="skip the per-variant runtime peak (child processes)")
   parser.add_argument("--child_variant", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--child_bt", type=int, default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  args.sharding = None
+  if args.target is not None:
+    import gpu_target  # pylint: disable=import-outside-toplevel
+    args.sharding = gpu_target.use_target(args.target)
+    args.compile_only = True
   if args.child_variant is not None:
     run_child(args)
     return
 
-  device = jax.devices()[0]
-  print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}; "
+  device = (f"{args.target} (described, no device)" if args.target else
+            f"{jax.devices()[0].device_kind} ({jax.default_backend()})")
+  print(f"device: {device}, jax {jax.__version__}; "
         f"H={args.hidden}, V={args.vocab}, {args.dtype}, divergence={args.divergence}"
+        + (f", {args.accumulation_dtype} dW sum" if args.accumulation_dtype else "")
         + ("; compiled memory only" if args.compile_only
            else f"; median of {args.repeats} rounds\n"))
   rows = []

@@ -392,7 +392,8 @@ def fused_linear_distill(student_hidden: ArrayLike,
                          reduction: str = "mean",
                          normalizer: Optional[ArrayLike] = None,
                          student_bias: Optional[ArrayLike] = None,
-                         teacher_bias: Optional[ArrayLike] = None) -> jax.Array:
+                         teacher_bias: Optional[ArrayLike] = None,
+                         accumulation_dtype=None) -> jax.Array:
   """Vocabulary-scale distillation from hidden states, never materialising the logits.
 
   ``L = T^2 reduce_i D(softmax(z_t,i / T), softmax(z_s,i / T))`` with
@@ -424,6 +425,8 @@ def fused_linear_distill(student_hidden: ArrayLike,
       count, so that gradient-accumulation micro-batches add up exactly.
     student_bias: optional ``[V]`` student output bias.
     teacher_bias: optional ``[V]`` teacher output bias.
+    accumulation_dtype: dtype of the running dL/dW sum over token groups
+      (None: the weight's; ``jnp.float32`` for one rounding at the end).
 
   Returns:
     A scalar (``[...]`` per-token losses for ``reduction="none"``), float32.
@@ -438,7 +441,8 @@ def fused_linear_distill(student_hidden: ArrayLike,
       student_hidden, student_weight, teacher_hidden, teacher_weight,
       divergence=divergence, temperature=temperature, beta=beta, where=where,
       chunk_size=chunk_size, reduction=reduction, normalizer=normalizer,
-      student_bias=student_bias, teacher_bias=teacher_bias)
+      student_bias=student_bias, teacher_bias=teacher_bias,
+      accumulation_dtype=accumulation_dtype)
   return jnp.square(jax.lax.stop_gradient(temperature)) * loss
 
 

@@ -70,13 +70,13 @@ def float32_matmuls():
 
 
 def fused_loss(divergence, *, chunk_size=4, reduction="mean", normalizer=None,
-               mask=MASK, biases=True):
+               mask=MASK, biases=True, accumulation_dtype=None):
   def loss(h_s, w_s, b_s, h_t, w_t, b_t):
     return dv.fused_linear_divergence(
         h_s, w_s, h_t, w_t, divergence=divergence, temperature=TEMPERATURE,
         beta=BETA, where=mask, chunk_size=chunk_size, reduction=reduction,
         normalizer=normalizer, student_bias=b_s if biases else None,
-        teacher_bias=b_t if biases else None)
+        teacher_bias=b_t if biases else None, accumulation_dtype=accumulation_dtype)
   return loss
 
 
@@ -230,18 +230,53 @@ def test_masked_vocabulary_through_minus_inf_biases():
     assert np.all(np.asarray(grads[2])[:7] == 0)
 
 
-def test_bfloat16_inputs_keep_their_dtype_and_track_float32():
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_bfloat16_inputs_equal_the_materialised_bfloat16_composition(divergence):
   bf16 = {k: jnp.asarray(v, jnp.bfloat16) for k, v in INPUTS.items()}
-  # Reference: the same bf16-rounded numbers, materialised in float32.
+  value, grads = value_and_grads(fused_loss(divergence), bf16)
+  # The materialised composition on the same bf16 arrays: bf16 logits, then
+  # the categorical divergence (float32 sums), as the fused chunks compute.
+  ref_value, ref_grads = value_and_grads(materialised_loss(divergence), bf16)
+  assert value.dtype == jnp.float32
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  # Chunks of 4 tokens in 2 groups: the dL/dW sum is rounded to bf16 once per
+  # group by default, once in all with a float32 sum.
+  assert fused.fused_chunk_plan(TOKENS, HIDDEN, VOCAB, chunk_size=4)[2] == 2
+  _, f32_sum_grads = value_and_grads(
+      fused_loss(divergence, accumulation_dtype=jnp.float32), bf16)
+  for grad, ref in zip(grads[:2], ref_grads[:2]):
+    assert grad.dtype == jnp.bfloat16
+    # Within one bf16 rounding (2^-8 relative) of the largest entry per group.
+    assert_close(grad, ref, 2 * 2.0**-8)
+  for grad, ref in zip(f32_sum_grads[:2], ref_grads[:2]):
+    assert grad.dtype == jnp.bfloat16
+    assert_close(grad, ref, 2.0**-8)
+  # dL/db: the fused function sums the rows in float32, autodiff of the
+  # materialised form in bf16, so the two differ by bf16 summation error.
+  assert grads[2].dtype == jnp.bfloat16
+  assert_close(grads[2], ref_grads[2], 2e-2)
+  # And both track float32 arithmetic on the same (bf16-rounded) numbers to
+  # the rounding of the logits.
   rounded = {k: np.asarray(v, np.float32) for k, v in bf16.items()}
-  for divergence in ("kl", "js"):
-    value, grads = value_and_grads(fused_loss(divergence), bf16)
-    ref_value, ref_grads = value_and_grads(materialised_loss(divergence), rounded)
-    assert value.dtype == jnp.float32
-    np.testing.assert_allclose(value, ref_value, rtol=2e-3)
-    for grad, ref in zip(grads, ref_grads):
-      assert grad.dtype == jnp.bfloat16
-      assert_close(grad, ref, 2e-2)
+  f32_value, f32_grads = value_and_grads(materialised_loss(divergence), rounded)
+  np.testing.assert_allclose(value, f32_value, rtol=2e-3)
+  for grad, ref in zip(grads, f32_grads):
+    assert_close(grad, ref, 2e-2)
+
+
+@pytest.mark.parametrize("divergence", ["kl", "js"])
+def test_chunks_through_the_gpu_kernels_match_materialised(divergence, monkeypatch):
+  # On CUDA each chunk's KL / JS takes its row statistics from the Pallas
+  # kernels of the categorical core; here the Pallas interpreter runs them
+  # inside the scan (padded chunks, biases, a mask), against the XLA path.
+  from divlab.divergences import categorical  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(categorical, "_FORWARD", "pallas_interpret")
+  value, grads = value_and_grads(fused_loss(divergence), INPUTS)
+  monkeypatch.setattr(categorical, "_FORWARD", "two_pass")
+  ref_value, ref_grads = value_and_grads(materialised_loss(divergence), INPUTS)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  for grad, ref in zip(grads, ref_grads):
+    assert_close(grad, ref, 1e-5)
 
 
 # ----------------------------------------------------------------------------
@@ -343,14 +378,16 @@ def test_compiled_memory_is_at_least_4x_below_materialised():
 
 def test_chunk_plan_follows_the_memory_budgets():
   plan = fused.fused_chunk_plan
-  # bf16 at LLM scale: chunks of 1024 rows, gradients of 4 chunks per dW matmul.
-  assert plan(8192, 4096, 128256) == (1024, 4, 2)
-  assert plan(8192, 4096, 128256, grad_itemsize=4) == (1024, 2, 4)
-  assert plan(4096, 4096, 128256) == (1024, 4, 1)  # one group: no running sum
-  assert plan(1024, 4096, 128256) == (1024, 1, 1)  # fits: one chunk
-  assert plan(1000, 4096, 128256) == (1000, 1, 1)
-  # Balanced: 5000 tokens in 2 x 3 chunks of 848 rows (88 padding rows).
-  assert plan(5000, 4096, 128256) == (848, 3, 2)
+  # bf16 at LLM scale: chunks of 512 rows (a float32 [512, V] array is
+  # 245 MiB), gradients of 4 chunks (2048 rows, 501 MiB in bf16) per dW matmul.
+  assert plan(8192, 4096, 128256) == (512, 4, 4)
+  assert plan(8192, 4096, 128256, grad_itemsize=4) == (512, 2, 8)
+  assert plan(2048, 4096, 128256) == (512, 4, 1)  # one group: no running sum
+  assert plan(1024, 4096, 128256) == (512, 2, 1)
+  assert plan(512, 4096, 128256) == (512, 1, 1)  # fits: one chunk
+  assert plan(500, 4096, 128256) == (500, 1, 1)
+  # Balanced: 5000 tokens in 3 x 4 chunks of 432 rows (184 padding rows).
+  assert plan(5000, 4096, 128256) == (432, 4, 3)
   # A group's gradients never outweigh the float32 [H, V] sum: 4 H / 4 rows.
   assert plan(4096, 256, 32000, grad_itemsize=4, chunk_size=512) == (512, 1, 8)
   assert plan(TOKENS, HIDDEN, VOCAB, grad_itemsize=4, chunk_size=4) == (4, 2, 3)
@@ -359,7 +396,7 @@ def test_chunk_plan_follows_the_memory_budgets():
     rows, per_group, groups = plan(tokens, 4096, 128256)
     assert rows * per_group * groups >= tokens
     assert rows * per_group * groups - tokens < 16 * per_group * groups + rows
-    assert rows <= 1024 + 16
+    assert rows <= 512 + 16
 
 
 def test_bad_inputs_raise_value_errors_naming_the_argument():
@@ -394,6 +431,8 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
       (dict(beta=1.5), "beta"),
       (dict(reduction="median"), "reduction"),
       (dict(reduction="normalizer"), "normalizer"),
+      (dict(accumulation_dtype=jnp.int32), "accumulation_dtype"),
+      (dict(accumulation_dtype="float33"), "accumulation_dtype"),
   ]
   for overrides, name in cases:
     with pytest.raises(ValueError, match=f"`{name}`"):
