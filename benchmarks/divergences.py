@@ -10,6 +10,9 @@ logit arrays. Variants:
     two fused XLA passes);
   * divlab XLA two-pass: the same functions with the XLA forward forced (shown
     with `--forward_variants`, to measure what the kernels buy on a GPU);
+  * divlab kernel BxW: the kernels with B columns per loop step and W warps
+    per row (`--kernel_configs 2048x8 4096x8 8192x16`, a sweep for tuning
+    `_pallas_stats.BLOCK` / `NUM_WARPS` on a GPU);
   * optax: `optax.losses.kl_divergence_with_log_targets` on
     `jax.nn.log_softmax` inputs; JS composed from the same KL with the
     log-mixture `logaddexp(log b + log p, log(1 - b) + log q)`;
@@ -40,6 +43,7 @@ import numpy as np
 import optax
 
 from divlab import divergences
+from divlab.divergences import _pallas_stats
 from divlab.divergences import categorical
 
 
@@ -94,7 +98,37 @@ def forced(fn, mode):
   return wrapped
 
 
-def variants(beta, forward_variants):
+@contextlib.contextmanager
+def kernel_config(block, num_warps):
+  """Sets the kernels' columns per step and warps per row while a function is traced."""
+  saved = _pallas_stats.BLOCK, _pallas_stats.NUM_WARPS
+  _pallas_stats.BLOCK, _pallas_stats.NUM_WARPS = block, num_warps
+  try:
+    yield
+  finally:
+    _pallas_stats.BLOCK, _pallas_stats.NUM_WARPS = saved
+
+
+def with_kernel_config(fn, block, num_warps):
+  def wrapped(p, q):
+    with kernel_config(block, num_warps):
+      return fn(p, q)
+  return wrapped
+
+
+def parse_kernel_config(text):
+  try:
+    block, num_warps = (int(x) for x in text.lower().split("x"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"a kernel config is BLOCKxWARPS such as 4096x8, got {text!r}") from None
+  if block < 16 or block & (block - 1) or num_warps not in (1, 2, 4, 8, 16, 32):
+    raise argparse.ArgumentTypeError(
+        f"BLOCK must be a power of 2 >= 16 and WARPS one of 1..32 (powers of 2), got {text!r}")
+  return block, num_warps
+
+
+def variants(beta, forward_variants, kernel_configs=()):
   table = {
       "kl": {"divlab": divergences.kl},
       "js": {"divlab": lambda p, q: divergences.js(p, q, beta=beta)},
@@ -103,6 +137,11 @@ def variants(beta, forward_variants):
     for mode, label in [("two_pass", "divlab XLA two-pass")]:
       table["kl"][label] = forced(divergences.kl, mode)
       table["js"][label] = forced(lambda p, q: divergences.js(p, q, beta=beta), mode)
+  for block, num_warps in kernel_configs:
+    label = f"divlab kernel {block}x{num_warps}"
+    table["kl"][label] = with_kernel_config(forced(divergences.kl, "pallas"), block, num_warps)
+    table["js"][label] = with_kernel_config(
+        forced(lambda p, q: divergences.js(p, q, beta=beta), "pallas"), block, num_warps)
   table["kl"].update({"optax": optax_kl, "naive": naive_kl, "exp floor": exp_floor})
   table["js"].update({"optax": lambda p, q: optax_js(p, q, beta),
                       "naive": lambda p, q: naive_js(p, q, beta), "exp floor": exp_floor})
@@ -155,7 +194,13 @@ def main():
                       help="HBM bandwidth for the floor column (H200: about 4.3 TB/s)")
   parser.add_argument("--forward_variants", action="store_true",
                       help="also time divlab with its XLA two-pass forward forced")
+  parser.add_argument("--kernel_configs", type=parse_kernel_config, nargs="+", default=(),
+                      metavar="BLOCKxWARPS",
+                      help="also time the Pallas kernels with these columns per step "
+                      "and warps per row (on a GPU; e.g. 2048x8 4096x8 8192x16)")
   args = parser.parse_args()
+  if args.kernel_configs and jax.default_backend() != "gpu":
+    parser.error("--kernel_configs times the GPU kernels: it needs a GPU")
 
   dtype = jnp.dtype(args.dtype)
   key_p, key_q = jax.random.split(jax.random.key(args.seed))
@@ -165,7 +210,8 @@ def main():
   jax.block_until_ready((p, q))
 
   steps = {name: {variant: fwd_bwd(fn) for variant, fn in by_variant.items()}
-           for name, by_variant in variants(args.beta, args.forward_variants).items()}
+           for name, by_variant in variants(args.beta, args.forward_variants,
+                                            args.kernel_configs).items()}
   memory = {(name, variant): compiled_bytes(step, p, q)
             for name, by_variant in steps.items() for variant, step in by_variant.items()}
   for by_variant in steps.values():  # warm-up: compile and run once

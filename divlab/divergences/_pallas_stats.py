@@ -11,7 +11,13 @@ the forward statistics of KL (cross) and JS (the normalisers). It is the
 online softmax of Milakov & Gimelshein (2018, "Online normalizer calculation
 for softmax"): the row is walked in blocks of `block` columns; each block's
 maximum updates the running maxima, the running sums are rescaled once per
-block, and every entry costs one exp per input. The cross term moves with
+block, and every entry costs one exp per input -- the hardware's exp2 of
+x log2(e), two instructions, where `jnp.exp` would lower to a ten-instruction
+accurate routine -- and the shift by the row max is the three-operation
+`_logspace.shift_plain`. The kernels are instruction-bound, not
+bandwidth-bound, in bf16 (the H200 measurement of KL took the same time for
+bf16 and float32 inputs), so instructions per entry are what count. The
+cross term moves with
 both maxima: when they grow by (dp, dq), cross becomes
 exp(-dp) (cross + (dq - dp) sum_p).
 
@@ -26,6 +32,7 @@ last axis, no mask) and wraps it with the derivative rules.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +41,19 @@ from jax.experimental.pallas import triton as plgpu
 
 from divlab.divergences import _logspace
 
+# Columns per loop step and warps per row. Read when a kernel is traced, so a
+# benchmark can sweep them (`benchmarks/divergences.py --kernel_block`);
+# 2048 x 8 warps keeps each kernel under 64 registers a thread.
 BLOCK = 2048
 NUM_WARPS = 8
+
+
+_LOG2_E = 1.4426950408889634
+
+
+def _exp(x):
+  """exp(x) as 2^(x log2 e): one multiply and the hardware exp2 per entry."""
+  return jnp.exp2(x * _LOG2_E)
 
 
 def _joint(m_old, m_block):
@@ -62,16 +80,16 @@ def _kernel(p_ref, q_ref, top_p_ref, sum_p_ref, top_q_ref, sum_q_ref, *cross_ref
     new_top_p, factor_p, shift_p = _joint(top_p, jnp.max(p))
     new_top_q, factor_q, shift_q = _joint(top_q, jnp.max(q))
     # A row without mass so far keeps its entries at -inf (not -inf - -inf).
-    shifted_p = _logspace.shift(p, jnp.where(new_top_p == -jnp.inf, 0.0, new_top_p))
-    shifted_q = _logspace.shift(q, jnp.where(new_top_q == -jnp.inf, 0.0, new_top_q))
-    weights_p = jnp.exp(shifted_p)
+    shifted_p = _logspace.shift_plain(p, jnp.where(new_top_p == -jnp.inf, 0.0, new_top_p))
+    shifted_q = _logspace.shift_plain(q, jnp.where(new_top_q == -jnp.inf, 0.0, new_top_q))
+    weights_p = _exp(shifted_p)
     if with_cross:
       moved = jnp.where((factor_p == 0) | (sum_p == 0), 0.0,
                         factor_p * (cross + (shift_q - shift_p) * sum_p))
       terms = jnp.where(weights_p == 0, 0.0, weights_p * (shifted_p - shifted_q))
       cross = moved + jnp.sum(terms)
     sum_p = sum_p * factor_p + jnp.sum(weights_p)
-    sum_q = sum_q * factor_q + jnp.sum(jnp.exp(shifted_q))
+    sum_q = sum_q * factor_q + jnp.sum(_exp(shifted_q))
     return new_top_p, sum_p, new_top_q, sum_q, cross
 
   start = (jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.float32(-jnp.inf),
@@ -86,9 +104,8 @@ def _kernel(p_ref, q_ref, top_p_ref, sum_p_ref, top_q_ref, sum_q_ref, *cross_ref
     cross_ref[0][...] = cross
 
 
-@functools.partial(jax.jit, static_argnames=("with_cross", "interpret", "block"))
 def row_stats(p: jax.Array, q: jax.Array, *, with_cross: bool, interpret: bool = False,
-              block: int = BLOCK):
+              block: Optional[int] = None):
   """Row statistics of `[rows, V]` logits: (top_p, sum_p, top_q, sum_q[, cross]).
 
   Args:
@@ -96,13 +113,18 @@ def row_stats(p: jax.Array, q: jax.Array, *, with_cross: bool, interpret: bool =
     q: logits of Q, same shape.
     with_cross: also return the cross term (KL needs it, JS does not).
     interpret: run the kernel in the Pallas interpreter (any backend; tests).
-    block: columns per step (a power of 2).
+    block: columns per step (a power of 2); None: `BLOCK`.
 
   Returns:
     float32 arrays of shape `[rows]`. The maxima are the raw row maxima (-inf
     for a row without mass, +inf for a point mass).
   """
-  rows, _ = p.shape
+  return _row_stats(p, q, with_cross=with_cross, interpret=interpret,
+                    block=block or BLOCK, num_warps=NUM_WARPS)
+
+
+@functools.partial(jax.jit, static_argnames=("with_cross", "interpret", "block", "num_warps"))
+def _row_stats(p, q, *, with_cross, interpret, block, num_warps):
   stat = jax.ShapeDtypeStruct((), jnp.float32)
   kernel = pl.pallas_call(
       functools.partial(_kernel, block=block),
@@ -110,10 +132,9 @@ def row_stats(p: jax.Array, q: jax.Array, *, with_cross: bool, interpret: bool =
       grid=(),
       interpret=interpret,
       compiler_params=None if interpret else plgpu.CompilerParams(
-          num_warps=NUM_WARPS, num_stages=2),
+          num_warps=num_warps, num_stages=2),
       name="divlab_row_stats",
   )
-  del rows
   return jax.vmap(kernel)(p, q)
 
 
@@ -131,7 +152,8 @@ def _mixture_kernel(p_ref, q_ref, top_p_ref, log_zp_ref, top_q_ref, log_zq_ref, 
     p = plgpu.load(p_ref.at[cols], mask=valid, other=-jnp.inf).astype(jnp.float32)
     q = plgpu.load(q_ref.at[cols], mask=valid, other=-jnp.inf).astype(jnp.float32)
     _, _, terms_p, terms_q = _logspace.mixture_terms(p, q, top_p, log_zp, top_q, log_zq,
-                                                     beta)
+                                                     beta, shift_fn=_logspace.shift_plain,
+                                                     exp_fn=_exp)
     return kl_pm + jnp.sum(terms_p), kl_qm + jnp.sum(terms_q)
 
   kl_pm, kl_qm = jax.lax.fori_loop(0, pl.cdiv(width, block), body,
@@ -140,9 +162,8 @@ def _mixture_kernel(p_ref, q_ref, top_p_ref, log_zp_ref, top_q_ref, log_zq_ref, 
   kl_qm_ref[...] = kl_qm
 
 
-@functools.partial(jax.jit, static_argnames=("interpret", "block"))
 def mixture_sums(p: jax.Array, q: jax.Array, top_p, log_zp, top_q, log_zq, beta, *,
-                 interpret: bool = False, block: int = BLOCK):
+                 interpret: bool = False, block: Optional[int] = None):
   """Per-row KL(P || M) and KL(Q || M) of `[rows, V]` logits, given row statistics.
 
   Args:
@@ -155,11 +176,17 @@ def mixture_sums(p: jax.Array, q: jax.Array, top_p, log_zp, top_q, log_zq, beta,
     log_zq: likewise for q.
     beta: scalar mixture weight of P.
     interpret: run the kernel in the Pallas interpreter (any backend; tests).
-    block: columns per step (a power of 2).
+    block: columns per step (a power of 2); None: `BLOCK`.
 
   Returns:
     (kl_pm, kl_qm), float32 arrays of shape `[rows]`.
   """
+  return _mixture_sums(p, q, top_p, log_zp, top_q, log_zq, beta, interpret=interpret,
+                       block=block or BLOCK, num_warps=NUM_WARPS)
+
+
+@functools.partial(jax.jit, static_argnames=("interpret", "block", "num_warps"))
+def _mixture_sums(p, q, top_p, log_zp, top_q, log_zq, beta, *, interpret, block, num_warps):
   stat = jax.ShapeDtypeStruct((), jnp.float32)
   kernel = pl.pallas_call(
       functools.partial(_mixture_kernel, block=block),
@@ -167,7 +194,7 @@ def mixture_sums(p: jax.Array, q: jax.Array, top_p, log_zp, top_q, log_zq, beta,
       grid=(),
       interpret=interpret,
       compiler_params=None if interpret else plgpu.CompilerParams(
-          num_warps=NUM_WARPS, num_stages=2),
+          num_warps=num_warps, num_stages=2),
       name="divlab_mixture_sums",
   )
   beta = jnp.broadcast_to(jnp.asarray(beta, jnp.float32), top_p.shape)
