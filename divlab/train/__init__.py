@@ -1,6 +1,7 @@
 """The one shared training layer: state, data-parallel step, checkpoints, loop, metrics."""
 from divlab.train import checkpoint
 from divlab.train import ensemble
+from divlab.train import figures
 from divlab.train import loop
 from divlab.train import metrics
 from divlab.train import parallel
@@ -9,6 +10,7 @@ from divlab.train import zipped
 from divlab.train.checkpoint import Checkpointer
 from divlab.train.ensemble import EnsembleLoader
 from divlab.train.ensemble import train_ensemble
+from divlab.train.figures import save_figure
 from divlab.train.loop import NonFiniteLossError
 from divlab.train.loop import Preempted
 from divlab.train.loop import evaluate
