@@ -108,7 +108,7 @@ def test_state_round_trip_resumes_exactly(consumed, drop_remainder):
   _assert_same(_take(resumed, 15), _take(uninterrupted, 15))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)  # same examples every CI run
 @given(num_examples=st.integers(1, 60), batch_per_process=st.integers(1, 8),
        process_count=st.sampled_from([1, 2, 4]), drop_remainder=st.booleans(),
        consumed=st.integers(0, 40), seed=st.integers(0, 2**32))
