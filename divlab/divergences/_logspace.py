@@ -50,13 +50,13 @@ def shift(x: jax.Array, top: jax.Array) -> jax.Array:
 
 
 def mixture_terms(p_logits, q_logits, top_p, log_zp, top_q, log_zq, beta, *,
-                  shift_fn=shift, exp_fn=jnp.exp):
+                  shift_fn=shift, exp_fn=jnp.exp, log_fn=jnp.log):
   """p, q and the per-entry terms p log(p/m), q log(q/m), m = beta p + (1 - beta) q.
 
   Inputs are float32 logits with their row maxima and log-normalisers (the
   shifted normalisers, so log p = shift(p_logits) - log_zp). The kernels pass
-  their own per-entry `shift_fn` and `exp_fn` (the hardware's exp2); the XLA
-  paths use the defaults.
+  their own per-entry `shift_fn`, `exp_fn` and `log_fn` (the hardware's exp2
+  and log2); the XLA paths use the defaults.
   """
   shifted_p, shifted_q = shift_fn(p_logits, top_p), shift_fn(q_logits, top_q)
   log_p, log_q = shifted_p - log_zp, shifted_q - log_zq
@@ -64,7 +64,7 @@ def mixture_terms(p_logits, q_logits, top_p, log_zp, top_q, log_zq, beta, *,
   # the CPU (one jit) the forward and backward passes share one exp per entry.
   p = exp_fn(shifted_p) * jnp.exp(-log_zp)
   q = exp_fn(shifted_q) * jnp.exp(-log_zq)
-  log_m = jnp.log(beta * p + (1 - beta) * q)
+  log_m = log_fn(beta * p + (1 - beta) * q)
   # The mixture is at least each weighted component; the bound repairs the
   # case where tiny weighted probabilities underflow to 0 in the sum.
   log_m = jnp.maximum(log_m, jnp.maximum(jnp.log(beta) + log_p, jnp.log1p(-beta) + log_q))
