@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from divlab.losses import preference
+from divlab.train import figures
 from divlab.train import metrics as metrics_lib
 from experiments.alignment.enumerable_policy import (
     Task,
@@ -532,5 +533,4 @@ def plot(path: pathlib.Path, trajectories: Mapping[str, Mapping[str, np.ndarray]
   right.legend(fontsize=7)
   fig.suptitle(title + ", seed 0")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from divlab.train import figures  # pylint: disable=g-import-not-at-top
+
 
 def reward_vs_kl(path: pathlib.Path, rows: Sequence[Mapping]) -> None:
   """One point per method: mean over seeds, bars = std over seeds.
@@ -28,5 +30,4 @@ def reward_vs_kl(path: pathlib.Path, rows: Sequence[Mapping]) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="best")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)

@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from divlab.train import figures  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 METRICS = (("diverged_frac", "fraction diverged", ".2f"),
            ("sliced_w", "sliced W2 to the reference", ".3f"),
            ("mmd", "MMD^2 to the reference", ".1e"))
@@ -66,8 +68,7 @@ def artifact_curves(rows, config, path: pathlib.Path) -> None:
         ax.set_ylabel(title, fontsize=8)
   axes[0, -1].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=110)
 
 
 def sample_pictures(samples, problem, config, path: pathlib.Path) -> None:
@@ -96,5 +97,4 @@ def sample_pictures(samples, problem, config, path: pathlib.Path) -> None:
     ax.set_title(title, fontsize=8)
   fig.suptitle(f"{problem['name']}: w = {float(config.picture_guidance):g}", fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=110)

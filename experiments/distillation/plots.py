@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from divlab.train import figures  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def accuracy_bars(rows, path: pathlib.Path, *, teacher_acc: float) -> None:
   """One panel per regime: mean test accuracy with ± std error bars."""
@@ -31,5 +33,4 @@ def accuracy_bars(rows, path: pathlib.Path, *, teacher_acc: float) -> None:
     ax.set_ylabel("student test accuracy")
     ax.legend(fontsize=8, loc="lower right")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)

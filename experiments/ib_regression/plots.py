@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from divlab.train import figures
 from experiments.ib_regression import methods as methods_lib
 
 
@@ -50,8 +51,7 @@ def information_plane(path: pathlib.Path, records: Sequence[dict],
     axes[panel // columns][panel % columns].axis("off")
   axes[0][0].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)
 
 
 def two_gaussians(path: pathlib.Path, target: np.ndarray, before: np.ndarray,
@@ -68,5 +68,4 @@ def two_gaussians(path: pathlib.Path, target: np.ndarray, before: np.ndarray,
     ax.set_title(title)
   axes[0].legend(loc="upper left", fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)

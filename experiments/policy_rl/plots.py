@@ -6,6 +6,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from divlab.train import figures
+
 
 def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -39,8 +41,7 @@ def exact_figures(workdir: pathlib.Path, dph: Mapping[str, Mapping[str, np.ndarr
   ax.set_title(f"matched train pass@1 = {level:.3f}")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(workdir / "dph_pass_at_k.png", dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, workdir / "dph_pass_at_k.png", dpi=120)
 
   fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
   for method, t in off_policy.items():
@@ -53,8 +54,7 @@ def exact_figures(workdir: pathlib.Path, dph: Mapping[str, Mapping[str, np.ndarr
   right.set_ylabel("train pass@1")
   left.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(workdir / "off_policy.png", dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, workdir / "off_policy.png", dpi=120)
 
 
 def task_figure(path: pathlib.Path, rows: Sequence[Mapping[str, float]],
@@ -72,5 +72,4 @@ def task_figure(path: pathlib.Path, rows: Sequence[Mapping[str, float]],
   ax.set_ylabel("held-out pass@k (unbiased estimate)")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)

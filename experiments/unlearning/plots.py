@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from divlab.train import figures
+
 
 def collapse(path: pathlib.Path, trajectories: Mapping[str, Mapping[str, np.ndarray]],
              labels: Mapping[str, str], *, title: str = "") -> None:
@@ -44,8 +46,7 @@ def collapse(path: pathlib.Path, trajectories: Mapping[str, Mapping[str, np.ndar
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)
 
 
 def tradeoff(path: pathlib.Path, panels: Mapping[str, Mapping[str, dict]],
@@ -82,8 +83,7 @@ def tradeoff(path: pathlib.Path, panels: Mapping[str, Mapping[str, dict]],
     ax.grid(alpha=0.3)
   axes[0][-1].legend(fontsize=7, loc="lower right", ncol=2)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)
 
 
 def klom_histograms(path: pathlib.Path, values: Mapping[str, np.ndarray],
@@ -108,8 +108,7 @@ def klom_histograms(path: pathlib.Path, values: Mapping[str, np.ndarray],
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)
 
 
 
@@ -140,5 +139,4 @@ def klom_scaling(path: pathlib.Path, curves: Mapping[str, dict], *, title: str =
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  figures.save_figure(fig, path, dpi=120)
