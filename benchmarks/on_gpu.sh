@@ -5,7 +5,7 @@
 #
 # Each step writes OUT_DIR/<step>.txt and is limited in time, so a slow or
 # failing step does not cost the others; the order puts the open questions
-# first. About 12 minutes on an H200. Needs `pip install -e ".[test]"` and a
+# first. The step limits add up to 13 minutes. Needs `pip install -e ".[test]"` and a
 # CUDA build of jax.
 set -uo pipefail
 cd "$(dirname "$0")/.."
