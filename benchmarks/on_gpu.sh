@@ -5,7 +5,7 @@
 #
 # Each step writes OUT_DIR/<step>.txt and is limited in time, so a slow or
 # failing step does not cost the others; the order puts the open questions
-# first. The step limits add up to 13 minutes. Needs `pip install -e ".[test]"` and a
+# first. The step limits add up to 13.3 minutes. Needs `pip install -e ".[test]"` and a
 # CUDA build of jax.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,15 +31,15 @@ cat "$out/gpu.txt"
 # Categorical KL and JS against optax and the HBM floor, with the kernel sweep.
 step divergences_bf16 150 python benchmarks/divergences.py --batch 8192 --vocab 128256 \
   --dtype bfloat16 --forward_variants --kernel_configs 2048x8 4096x8 8192x16
-step divergences_f32 120 python benchmarks/divergences.py --batch 8192 --vocab 128256 \
+step divergences_f32 90 python benchmarks/divergences.py --batch 8192 --vocab 128256 \
   --dtype float32 --forward_variants
 # Fused-linear distillation against the materialised logits (time, compiled
 # memory, runtime peak in fresh processes).
-step fused_kl 180 python benchmarks/fused_linear.py
-step fused_js 120 python benchmarks/fused_linear.py --divergence js --no_peak --repeats 5
+step fused_kl 150 python benchmarks/fused_linear.py
+step fused_js 90 python benchmarks/fused_linear.py --divergence js --no_peak --repeats 5
 # The shared training loop against a hand-written one.
 step train_step_mlp 60 python benchmarks/train_step.py --model mlp
 step train_step_cnn 60 python benchmarks/train_step.py --model cnn1d
 # The test slice that touches the kernels and the training layer.
-step tests 300 python -m pytest -n 8 -p no:cacheprovider -q tests/divergences tests/losses \
+step tests 200 python -m pytest -n 8 -p no:cacheprovider -q tests/divergences tests/losses \
   tests/train tests/diffusion
