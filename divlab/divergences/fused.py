@@ -17,12 +17,13 @@ to its rows; only the sums over tokens are split. The memory is set by
 budgets, not by ``B*T``: no ``[B*T, V]`` array is ever formed, a chunk's
 arrays are sized by a 256 MiB budget, and the logit gradients waiting for
 the dL/dW matmul (in the matmul dtype) take at most 512 MiB. The running sum
-of dL/dW is kept in the weight's dtype by default -- for bf16 weights, one
-bf16 rounding per group of chunks, as autodiff of a chunked loop (or
-Liger-Kernel) would do -- so apart from the weights and their gradient the
-function needs about 1 GiB at ``V = 128256`` whatever the token count;
-``accumulation_dtype=jnp.float32`` keeps a float32 sum instead (rounded once,
-for twice the weight's memory). The backward pass
+of dL/dW is kept in the weight's dtype by default, and each group's product
+is formed in it and added to it in one fused matmul on a GPU -- for bf16
+weights, two bf16 roundings per group of chunks (a chunked loop under
+autodiff, or Liger-Kernel, rounds as often) -- so apart from the weights and
+their gradient the function needs about 1 GiB at ``V = 128256`` whatever the
+token count; ``accumulation_dtype=jnp.float32`` keeps a float32 sum instead
+(rounded once, for twice the weight's memory). The backward pass
 only scales the saved gradients by the incoming cotangent, so value and
 gradient cost the same four matmuls as the materialised path.
 
@@ -179,41 +180,51 @@ _CONTRACT_VOCAB = (((1,), (1,)), ((), ()))  # a b^T for a [C, V], b [H, V]
 
 def _add_weight_grad(total: Optional[jax.Array], hidden: jax.Array,
                      grad_logits: jax.Array, dtype) -> jax.Array:
-  """total + hidden^T grad_logits (just the product when `total` is None).
+  """total + hidden^T grad_logits (just the product, in `dtype`, when `total` is None).
 
-  The product is accumulated in `dtype` (float32) and added to the running
-  sum in `dtype`; the sum is then stored in its own dtype (the weight's, or
-  float32: see `accumulation_dtype`). The running sum is updated a block of
-  hidden units (rows of dL/dW) at a time, in a loop, so the float32 product never needs a second ``[H, V]``
-  buffer next to the sum (which would hold as much memory as the sum
-  itself); a loop rather than unrolled blocks, so that the compiler cannot
-  schedule all the block products before the first update. Row blocks are
-  contiguous in the sum, and the large `grad_logits` operand is read whole.
+  The running sum keeps its own dtype (the weight's, or float32: see
+  `accumulation_dtype`), and each group's product is formed in that dtype
+  (float32 accumulation inside the matmul): ``total + dot`` of one dtype is
+  what XLA's GPU compiler fuses into the matmul itself, which then reads the
+  running sum and writes it once per group, with no ``[H, V]`` temporary (a
+  float32 product added to a bf16 sum is not fused: the product would be
+  written out in float32 and read back, 3x the traffic of the sum itself).
+  For a bf16 sum that is two bf16 roundings per group (the product's and the
+  sum's). XLA:CPU does not fuse the add, so there the sum is updated a block
+  of hidden units (rows of dL/dW) at a time, in a loop, and the product never
+  needs a second ``[H, V]`` buffer; a loop rather than unrolled blocks, so
+  that the compiler cannot schedule all the block products before the first
+  update.
   """
   if total is None:
     return jax.lax.dot_general(hidden, grad_logits, _CONTRACT_ROWS,
                                preferred_element_type=dtype)
-  hidden_size, vocab = total.shape
-  needed = _ceil_div(hidden_size * vocab * jnp.dtype(dtype).itemsize, _CHUNK_BUDGET_BYTES)
-  # Equal blocks (a divisor of H), so that no slice is clamped at the edge;
-  # an H without a divisor near `needed` (a large prime) is summed at once.
-  blocks = next(b for b in range(max(needed, 1), hidden_size + 1) if hidden_size % b == 0)
-  if blocks == 1 or blocks > 4 * needed:
-    product = jax.lax.dot_general(hidden, grad_logits, _CONTRACT_ROWS,
-                                  preferred_element_type=dtype)
-    return (total.astype(dtype) + product).astype(total.dtype)
-  height = hidden_size // blocks
 
-  def add_block(i, total):
-    start = i * height
-    hidden_block = jax.lax.dynamic_slice_in_dim(hidden, start, height, axis=1)
-    product = jax.lax.dot_general(hidden_block, grad_logits, _CONTRACT_ROWS,
-                                  preferred_element_type=dtype)
-    block = jax.lax.dynamic_slice_in_dim(total, start, height, axis=0)
-    block = (block.astype(dtype) + product).astype(total.dtype)
-    return jax.lax.dynamic_update_slice_in_dim(total, block, start, axis=0)
+  def fused(total, hidden, grad_logits):
+    return total + jax.lax.dot_general(hidden, grad_logits, _CONTRACT_ROWS,
+                                       preferred_element_type=total.dtype)
 
-  return jax.lax.fori_loop(0, blocks, add_block, total)
+  def blocked(total, hidden, grad_logits):
+    hidden_size, vocab = total.shape
+    needed = _ceil_div(hidden_size * vocab * total.dtype.itemsize, _CHUNK_BUDGET_BYTES)
+    # Equal blocks (a divisor of H), so that no slice is clamped at the edge;
+    # an H without a divisor near `needed` (a large prime) is summed at once.
+    blocks = next(b for b in range(max(needed, 1), hidden_size + 1) if hidden_size % b == 0)
+    if blocks == 1 or blocks > 4 * needed:
+      return fused(total, hidden, grad_logits)
+    height = hidden_size // blocks
+
+    def add_block(i, total):
+      start = i * height
+      hidden_block = jax.lax.dynamic_slice_in_dim(hidden, start, height, axis=1)
+      block = jax.lax.dynamic_slice_in_dim(total, start, height, axis=0)
+      block = fused(block, hidden_block, grad_logits)
+      return jax.lax.dynamic_update_slice_in_dim(total, block, start, axis=0)
+
+    return jax.lax.fori_loop(0, blocks, add_block, total)
+
+  return jax.lax.platform_dependent(total, hidden, grad_logits, cpu=blocked,
+                                    default=fused)
 
 
 def _chunk(divergence, with_grads, params, student, teacher, rows):
@@ -528,12 +539,13 @@ def fused_linear_divergence(student_hidden: ArrayLike,
     teacher_bias: optional ``[V]`` teacher output bias (``-inf`` entries
       exclude classes from the teacher).
     accumulation_dtype: dtype of the running sum of dL/dW over groups of
-      chunks (each group's product is formed in float32 whatever this is).
-      None: the student weight's dtype, so bf16 weights need no float32
-      ``[H, V]`` buffer (one bf16 rounding per group; the chunk plan's
-      group count, 4 at ``B*T = 8192, V = 128256``). ``jnp.float32``: a
-      float32 sum, rounded to the weight's dtype once at the end. With a
-      single group (few tokens) there is no running sum and no difference.
+      chunks, and of each group's product (accumulated in float32 inside the
+      matmul, then rounded to this dtype and added). None: the student
+      weight's dtype, so bf16 weights need no float32 ``[H, V]`` buffer (two
+      bf16 roundings per group; `fused_chunk_plan` gives the group count, 4
+      at ``B*T = 8192, V = 128256``). ``jnp.float32``: a float32 sum,
+      rounded to the weight's dtype once at the end. With a single group
+      (few tokens) there is no running sum and no difference.
 
   Returns:
     A scalar, or ``[...]`` per-token values for ``reduction="none"``, in
