@@ -14,12 +14,11 @@ maximum updates the running maxima, the running sums are rescaled once per
 block, and every entry costs one exp per input -- the hardware's exp2 of
 x log2(e), two instructions, where `jnp.exp` would lower to a ten-instruction
 accurate routine -- and the shift by the row max is the three-operation
-`_logspace.shift_plain`. The kernels are instruction-bound, not
-bandwidth-bound, in bf16 (the H200 measurement of KL took the same time for
-bf16 and float32 inputs), so instructions per entry are what count. The
-cross term moves with
-both maxima: when they grow by (dp, dq), cross becomes
-exp(-dp) (cross + (dq - dp) sum_p).
+`_logspace.shift_plain`. Each input is read once, so what separates a kernel
+from the bandwidth floor is its arithmetic: about 20 instructions per logit
+in the compiled loop (`benchmarks/kernel_instructions.py`) against 2-4 bytes
+read. The cross term moves with both maxima: when they grow by (dp, dq),
+cross becomes exp(-dp) (cross + (dq - dp) sum_p).
 
 Special values follow `categorical`: +inf entries make the row a point mass,
 -inf entries have no mass, a NaN poisons the row's sums (so every value and
@@ -42,7 +41,7 @@ from jax.experimental.pallas import triton as plgpu
 from divlab.divergences import _logspace
 
 # Columns per loop step and warps per row. Read when a kernel is traced, so a
-# benchmark can sweep them (`benchmarks/divergences.py --kernel_block`);
+# benchmark can sweep them (`benchmarks/divergences.py --kernel_configs`);
 # 2048 x 8 warps keeps each kernel under 64 registers a thread.
 BLOCK = 2048
 NUM_WARPS = 8

@@ -12,9 +12,8 @@ same function, derivative rule and, on a GPU, kernels as the materialised
 composition), and -- when a gradient is wanted -- takes that function's
 gradient with respect to the student's logits, which it immediately pushes
 through the projection: the chunk's rows of dL/dh and its share of dL/dW.
-A chunk is thus the materialised composition restricted
-to its rows; only the sums over tokens are split. The memory is set by
-budgets, not by ``B*T``: no ``[B*T, V]`` array is ever formed, a chunk's
+A chunk is thus the materialised composition restricted to its rows; only
+the sums over tokens are split. The memory is set by budgets, not by ``B*T``: no ``[B*T, V]`` array is ever formed, a chunk's
 arrays are sized by a 256 MiB budget, and the logit gradients waiting for
 the dL/dW matmul (in the matmul dtype) take at most 512 MiB. The running sum
 of dL/dW is kept in the weight's dtype by default, and each group's product
@@ -23,9 +22,9 @@ weights, two bf16 roundings per group of chunks (a chunked loop under
 autodiff, or Liger-Kernel, rounds as often) -- so apart from the weights and
 their gradient the function needs about 1 GiB at ``V = 128256`` whatever the
 token count; ``accumulation_dtype=jnp.float32`` keeps a float32 sum instead
-(rounded once, for twice the weight's memory). The backward pass
-only scales the saved gradients by the incoming cotangent, so value and
-gradient cost the same four matmuls as the materialised path.
+(rounded once, for twice the weight's memory). The backward pass only
+scales the saved gradients by the incoming cotangent, so value and gradient
+cost the same four matmuls as the materialised path.
 
 Why the gradient is computed in the forward pass: dL/dW is a sum over every
 token, so a backward pass that started from the cotangent would have to redo
