@@ -20,9 +20,9 @@ from divlab.diffusion import gmm
 from divlab.diffusion import samplers
 from divlab.diffusion import schedules
 
+from numpy_solvers import MU, VAR, numpy_alpha_sigma, reference_dpmpp_2m, reference_eps_solver  # tests/diffusion/numpy_solvers.py
+
 SCHEDULE = schedules.linear_schedule(0.1, 20.0)
-MU = np.array([1.0, -0.5])
-VAR = np.array([0.25, 2.0])
 GAUSSIAN = gmm.gaussian_mixture([1.0], MU[None], VAR[None])
 GAUSSIAN_EPS = gmm.mixture_eps_fn(GAUSSIAN, SCHEDULE)
 
@@ -32,20 +32,10 @@ _run = jax.jit(samplers.sample_on_grid,
 _grid = jax.jit(schedules.sampling_grid, static_argnums=(0, 1, 2), static_argnames=("dtype",))
 
 
-def numpy_alpha_sigma(t):
-  log_alpha = -0.25 * t ** 2 * (20.0 - 0.1) - 0.5 * t * 0.1
-  return np.exp(log_alpha), np.sqrt(1.0 - np.exp(2.0 * log_alpha))
-
-
 def exact_flow(x, t_start, t_end):
   a0, s0 = numpy_alpha_sigma(t_start)
   a1, s1 = numpy_alpha_sigma(t_end)
   return a1 * MU + (x - a0 * MU) * np.sqrt(a1 ** 2 * VAR + s1 ** 2) / np.sqrt(a0 ** 2 * VAR + s0 ** 2)
-
-
-def numpy_eps(x, t):
-  a, s = numpy_alpha_sigma(t)
-  return s * (x - a * MU) / (a ** 2 * VAR + s ** 2)
 
 
 STEP_COUNTS = (40, 160)
@@ -99,66 +89,7 @@ def test_convergence_order(name):
 # ----------------------------------------------------------------------------
 # Step-for-step agreement with a numpy transcription of the authors' algorithms.
 
-AB = {1: [1.0], 2: [3 / 2, -1 / 2], 3: [23 / 12, -16 / 12, 5 / 12],
-      4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
-
-
-def ghvb_mixer(history, order, b):
-  """AdamBmixer(order, history, b) / b: history oldest first, as in the authors' code."""
-  e = history[::-1]
-  cur = min(order, len(history))
-  if cur == 1:
-    prime = b * e[0]
-  elif cur == 2:
-    prime = ((2 + b) * e[0] - (2 - b) * e[1]) / 2
-  elif cur == 3:
-    prime = ((18 + 5 * b) * e[0] - (24 - 8 * b) * e[1] + (6 - b) * e[2]) / 12
-  else:
-    prime = ((46 + 9 * b) * e[0] - (78 - 19 * b) * e[1] + (42 - 5 * b) * e[2]
-             - (10 - b) * e[3]) / 24
-  return prime / b
-
-
-def reference_eps_solver(kind, order, beta, x, t):
-  """PLMS + HB (Algorithm 1) and GHVB (Algorithm 2) in the x / s, g = sigma / alpha form."""
-  history, velocity = [], None
-  for i in range(len(t) - 1):
-    a0, s0 = numpy_alpha_sigma(t[i])
-    a1, s1 = numpy_alpha_sigma(t[i + 1])
-    eps = numpy_eps(x, t[i])
-    if kind == "hb":
-      history = (history + [eps])[-order:]
-      cur = len(history)
-      prime = sum(c * history[-1 - j] for j, c in enumerate(AB[cur]))
-      velocity = prime if velocity is None else (1 - beta) * velocity + beta * prime
-      direction = velocity
-    else:
-      velocity = eps if velocity is None else (1 - beta) * velocity + beta * eps
-      history = (history + [velocity])[-order:]
-      direction = ghvb_mixer(history, order, beta)
-    x = (x / a0 + (s1 / a1 - s0 / a0) * direction) * a1
-  return x
-
-
-def reference_dpmpp_2m(beta, x, t):
-  """DPM-Solver++(2M) with the authors' momentum on D = D0 + D1 / 2."""
-  lam = [np.log(a / s) for a, s in map(numpy_alpha_sigma, t)]
-  data_prev, velocity = None, None
-  for i in range(len(t) - 1):
-    a0, s0 = numpy_alpha_sigma(t[i])
-    a1, s1 = numpy_alpha_sigma(t[i + 1])
-    h = lam[i + 1] - lam[i]
-    data = (x - s0 * numpy_eps(x, t[i])) / a0
-    if i == 0:
-      direction = data
-    else:
-      r = (lam[i] - lam[i - 1]) / h
-      d = data + 0.5 * (data - data_prev) / r
-      velocity = d if velocity is None else (1 - beta) * velocity + beta * d
-      direction = velocity
-    x = (s1 / s0) * x - a1 * (np.exp(-h) - 1.0) * direction
-    data_prev = data
-  return x
+# The transcriptions live in numpy_solvers.py (shared with test_padded_sampling).
 
 
 @pytest.mark.parametrize("name,kind,order,beta", [

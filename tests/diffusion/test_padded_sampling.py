@@ -23,6 +23,8 @@ from divlab.diffusion import samplers
 from divlab.diffusion import schedules
 from experiments.diffusion_sampling import experiment
 
+from numpy_solvers import MU, VAR, reference_dpmpp_2m, reference_eps_solver  # tests/diffusion/numpy_solvers.py
+
 SOLVERS = gmm_config.SOLVERS
 SCHEDULE = schedules.linear_schedule(0.1, 20.0)
 MAX_STEPS = 8
@@ -56,74 +58,7 @@ def _padded_program(name, eps_fn, lower_order_final=False):
 # ----------------------------------------------------------------------------
 # float64 against a numpy transcription.
 
-MU = np.array([1.0, -0.5])
-VAR = np.array([0.25, 2.0])
 GAUSSIAN_EPS = gmm.mixture_eps_fn(gmm.gaussian_mixture([1.0], MU[None], VAR[None]), SCHEDULE)
-
-
-def numpy_alpha_sigma(t):
-  log_alpha = -0.25 * t ** 2 * (20.0 - 0.1) - 0.5 * t * 0.1
-  return np.exp(log_alpha), np.sqrt(1.0 - np.exp(2.0 * log_alpha))
-
-
-def numpy_eps(x, t):
-  """eps of N(MU, diag VAR) noised to time t: sigma (x - alpha MU) / (alpha^2 VAR + sigma^2)."""
-  a, s = numpy_alpha_sigma(t)
-  return s * (x - a * MU) / (a ** 2 * VAR + s ** 2)
-
-
-AB = {1: [1.0], 2: [3 / 2, -1 / 2], 3: [23 / 12, -16 / 12, 5 / 12],
-      4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
-
-
-def ghvb_weights(cur, b):
-  """GHVB weights of v_n, v_{n-1}, ... (Wizadwongsa et al. 2023, Sec. 4.2), / b."""
-  rows = {1: [b], 2: [(2 + b) / 2, -(2 - b) / 2],
-          3: [(18 + 5 * b) / 12, -(24 - 8 * b) / 12, (6 - b) / 12],
-          4: [(46 + 9 * b) / 24, -(78 - 19 * b) / 24, (42 - 5 * b) / 24, -(10 - b) / 24]}
-  return [c / b for c in rows[cur]]
-
-
-def reference_eps_solver(kind, order, beta, x, t):
-  """PLMS (+ heavy ball) / GHVB on x / alpha against g = sigma / alpha, warm-up
-  at order min(k, n + 1), the velocity starting at its first value."""
-  history, velocity = [], None
-  for i in range(len(t) - 1):
-    a0, s0 = numpy_alpha_sigma(t[i])
-    a1, s1 = numpy_alpha_sigma(t[i + 1])
-    eps = numpy_eps(x, t[i])
-    if kind == "hb":
-      history = ([eps] + history)[:order]
-      prime = sum(c * e for c, e in zip(AB[len(history)], history))
-      velocity = prime if velocity is None else (1 - beta) * velocity + beta * prime
-    else:
-      velocity = eps if velocity is None else (1 - beta) * velocity + beta * eps
-      history = ([velocity] + history)[:order]
-      prime = sum(c * v for c, v in zip(ghvb_weights(len(history), beta), history))
-    direction = velocity if kind == "hb" else prime
-    x = (x / a0 + (s1 / a1 - s0 / a0) * direction) * a1
-  return x
-
-
-def reference_dpmpp_2m(beta, x, t, lower_order_final):
-  """DPM-Solver++(2M) (Lu et al. 2022) with heavy ball on its second-order D."""
-  lam = [np.log(a / s) for a, s in map(numpy_alpha_sigma, t)]
-  data_prev, velocity = None, None
-  steps = len(t) - 1
-  for i in range(steps):
-    a0, s0 = numpy_alpha_sigma(t[i])
-    a1, s1 = numpy_alpha_sigma(t[i + 1])
-    h = lam[i + 1] - lam[i]
-    data = (x - s0 * numpy_eps(x, t[i])) / a0
-    if i == 0 or (lower_order_final and i == steps - 1):
-      direction = data
-    else:
-      d = data + 0.5 * (data - data_prev) * h / (lam[i] - lam[i - 1])
-      velocity = d if velocity is None else (1 - beta) * velocity + beta * d
-      direction = velocity
-    x = (s1 / s0) * x - a1 * (np.exp(-h) - 1.0) * direction
-    data_prev = data
-  return x
 
 
 def _reference(name, x, t, lower_order_final=False):
