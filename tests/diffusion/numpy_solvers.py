@@ -6,10 +6,13 @@ whose eps is known in closed form. The solvers follow the authors'
 algorithms with their hard-coded weights and warm-up: PLMS with heavy ball
 (Algorithm 1) and GHVB (Algorithm 2) of Wizadwongsa et al. 2023, in the
 x / alpha form against g = sigma / alpha, and DPM-Solver++(2M) (Lu et al.
-2022) with heavy ball on its second-order D. Not a test module: the test
-files import it.
+2022) with heavy ball on its second-order D. Also the 2-D, three-component
+mixture both files sample in float32. Not a test module: the test files
+import it.
 """
 import numpy as np
+
+from divlab.diffusion import gmm
 
 MU = np.array([1.0, -0.5])
 VAR = np.array([0.25, 2.0])
@@ -90,3 +93,11 @@ def reference_dpmpp_2m(beta, x, t, lower_order_final=False):
     x = (s1 / s0) * x - a1 * (np.exp(-h) - 1.0) * direction
     data_prev = data
   return x
+
+
+def three_component_mixture():
+  """A 2-D mixture of three correlated Gaussians (labels 0, 1, 1) for float32 runs."""
+  return gmm.gaussian_mixture(
+      [0.3, 0.5, 0.2], [[2.0, 0.0], [-1.0, 1.0], [0.0, -2.0]],
+      [[[0.3, 0.1], [0.1, 0.2]], [[0.5, 0.0], [0.0, 0.1]], [[0.2, -0.05], [-0.05, 0.4]]],
+      labels=[0, 1, 1])

@@ -20,7 +20,8 @@ from divlab.diffusion import gmm
 from divlab.diffusion import samplers
 from divlab.diffusion import schedules
 
-from numpy_solvers import MU, VAR, numpy_alpha_sigma, reference_dpmpp_2m, reference_eps_solver  # tests/diffusion/numpy_solvers.py
+import numpy_solvers  # tests/diffusion/numpy_solvers.py
+from numpy_solvers import MU, VAR, numpy_alpha_sigma, reference_dpmpp_2m, reference_eps_solver
 
 SCHEDULE = schedules.linear_schedule(0.1, 20.0)
 GAUSSIAN = gmm.gaussian_mixture([1.0], MU[None], VAR[None])
@@ -110,10 +111,7 @@ def test_dpm_solver_matches_numpy_transcription(name, beta):
 # ----------------------------------------------------------------------------
 # beta = 1 reproduces the base solver bit for bit (float32, a 2-D mixture).
 
-MIXTURE = gmm.gaussian_mixture(
-    [0.3, 0.5, 0.2], [[2.0, 0.0], [-1.0, 1.0], [0.0, -2.0]],
-    [[[0.3, 0.1], [0.1, 0.2]], [[0.5, 0.0], [0.0, 0.1]], [[0.2, -0.05], [-0.05, 0.4]]],
-    labels=[0, 1, 1])
+MIXTURE = numpy_solvers.three_component_mixture()
 MIXTURE_EPS = gmm.mixture_eps_fn(MIXTURE, SCHEDULE)
 
 

@@ -23,7 +23,8 @@ from divlab.diffusion import samplers
 from divlab.diffusion import schedules
 from experiments.diffusion_sampling import experiment
 
-from numpy_solvers import MU, VAR, reference_dpmpp_2m, reference_eps_solver  # tests/diffusion/numpy_solvers.py
+import numpy_solvers  # tests/diffusion/numpy_solvers.py
+from numpy_solvers import MU, VAR, reference_dpmpp_2m, reference_eps_solver
 
 SOLVERS = gmm_config.SOLVERS
 SCHEDULE = schedules.linear_schedule(0.1, 20.0)
@@ -91,10 +92,7 @@ def test_padded_float64_matches_numpy_transcription(name):
 # ----------------------------------------------------------------------------
 # float32, bit for bit against the unpadded grid.
 
-MIXTURE = gmm.gaussian_mixture(
-    [0.3, 0.5, 0.2], [[2.0, 0.0], [-1.0, 1.0], [0.0, -2.0]],
-    [[[0.3, 0.1], [0.1, 0.2]], [[0.5, 0.0], [0.0, 0.1]], [[0.2, -0.05], [-0.05, 0.4]]],
-    labels=[0, 1, 1])
+MIXTURE = numpy_solvers.three_component_mixture()
 MIXTURE_EPS = gmm.mixture_eps_fn(MIXTURE, SCHEDULE)
 X_MIXTURE = jax.random.normal(jax.random.key(1), (64, 2))
 
