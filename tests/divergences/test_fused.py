@@ -214,6 +214,31 @@ def test_padding_may_hold_nan_and_the_teacher_gets_no_gradient():
   assert all(np.all(np.asarray(g) == 0) for g in grads[3:])
 
 
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("side", ["h_s", "h_t"])
+def test_a_nan_in_a_valid_token_makes_that_token_nan(divergence, side):
+  # NaN in, NaN out: only the token whose hidden state holds the NaN, in its
+  # value and (student side) in its row of dL/dh, while the other tokens keep
+  # the values of the clean inputs.
+  token = tuple(np.argwhere(MASK)[1])
+  inputs = {k: np.array(v) for k, v in INPUTS.items()}
+  inputs[side][token + (0,)] = np.nan
+  args = [inputs[k] for k in ("h_s", "w_s", "b_s", "h_t", "w_t", "b_t")]
+  clean = [INPUTS[k] for k in ("h_s", "w_s", "b_s", "h_t", "w_t", "b_t")]
+  per_token = jax.jit(fused_loss(divergence, reduction="none"))
+  values, clean_values = np.asarray(per_token(*args)), np.asarray(per_token(*clean))
+  assert np.isnan(values[token])
+  others = np.ones(MASK.shape, bool)
+  others[token] = False
+  np.testing.assert_allclose(values[others], clean_values[others], rtol=1e-6)
+  value, grads = value_and_grads(fused_loss(divergence), inputs)
+  assert np.isnan(value)
+  if side == "h_s":
+    dh = np.asarray(grads[0])
+    assert np.all(np.isnan(dh[token]))
+    assert np.all(np.isfinite(dh[others]))
+
+
 def test_masked_vocabulary_through_minus_inf_biases():
   # A -inf bias entry in both models removes that class, like `class_where`.
   b_s = np.array(INPUTS["b_s"])
