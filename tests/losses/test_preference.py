@@ -30,7 +30,8 @@ def np_sigmoid(x):
 
 
 def np_log_sigmoid(x):
-  return np.log(np_sigmoid(x))
+  # -log(1 + e^-x): finite where log(sigmoid(x)) underflows to log 0.
+  return -np.logaddexp(0.0, -np.asarray(x, np.float64))
 
 
 def np_log_softmax(z):
@@ -434,45 +435,194 @@ def _pair_losses():
   }
 
 
-EXTREME = [800.0, -800.0]
+# Float64 transcriptions for +-800-nat log-ratios, where some references above
+# overflow, with the documented numerics of each loss at the extremes (f-DPO's
+# cap on beta psi(u), ORPO's probability-1 completion taken at the largest
+# float below 0).
+stable_log_sigmoid = np_log_sigmoid
+
+
+# f_dpo docstring: beta psi(u) = -exp(log(beta / a) - a log u) (a = 1 for
+# forward KL), the exponent capped at C = log(float32 max) - 1.
+F_DPO_CAP = np.log(np.finfo(np.float32).max.astype(np.float64)) - 1.0
+
+
+def stable_f_dpo(lw, ll, rw, rl, divergence, beta=0.1, alpha=0.5):
+  def scaled_psi(log_u):
+    if divergence == "js":  # log(2u / (1 + u)) = log sigma(log u) + log 2
+      return beta * (stable_log_sigmoid(log_u) + np.log(2.0))
+    a = 1.0 if divergence == "forward_kl" else alpha
+    return -np.exp(np.minimum(np.log(beta / a) - a * log_u, F_DPO_CAP))
+  return -stable_log_sigmoid(scaled_psi(lw - rw) - scaled_psi(ll - rl))
+
+
+def f_dpo_capped_gradients(lw, ll, rw, rl, divergence, beta=0.1, alpha=0.5):
+  """d f_dpo / d (lw, ll) by hand: the loss reaches exp(C) ~ 1e38 here, far too
+  large for finite differences of order-one slopes. With s(x) the capped
+  beta psi above and z = s(lw - rw) - s(ll - rl), L = softplus(-z), so
+  dL/dlw = -sigma(-z) s'(lw - rw) and dL/dll = sigma(-z) s'(ll - rl), where
+  s'(x) = beta e^{-a x} below the cap and 0 beyond it (as documented)."""
+  a = 1.0 if divergence == "forward_kl" else alpha
+
+  def slope(log_u):
+    exponent = np.log(beta / a) - a * log_u
+    return np.where(exponent < F_DPO_CAP, a * np.exp(np.minimum(exponent, F_DPO_CAP)), 0.0)
+
+  def scaled_psi(log_u):
+    return -np.exp(np.minimum(np.log(beta / a) - a * log_u, F_DPO_CAP))
+
+  z = scaled_psi(lw - rw) - scaled_psi(ll - rl)
+  weight = np.exp(stable_log_sigmoid(-z))  # sigma(-z)
+  return [-weight * slope(lw - rw), weight * slope(ll - rl)]
+
+
+def stable_orpo(lw, ll, lam=0.1):
+  below_zero = -np.finfo(np.float32).tiny
+  def log_odds(m):
+    m = np.minimum(m, below_zero)
+    return m - np.log(-np.expm1(m))
+  return -lw - lam * stable_log_sigmoid(log_odds(lw) - log_odds(ll))
+
+
+def stable_mapo(mse_w, mse_l, beta=0.1, snr=0.5, steps=1000):
+  def g(x):  # x / (e^x - 1), 1 at x = 0
+    safe = np.where(x > 0, x, 1.0)
+    return np.where(x > 0, safe / np.expm1(np.minimum(safe, 700.0)) * (safe <= 700.0), 1.0)
+  return mse_w - beta * stable_log_sigmoid(steps * (g(snr * mse_w) - g(snr * mse_l)))
+
+
+def stable_dpo(lw, ll, rw, rl, beta=0.1, eps=0.0):
+  z = beta * np_margin(lw, ll, rw, rl)
+  return -(1 - eps) * stable_log_sigmoid(z) - eps * stable_log_sigmoid(-z)
+
+
+def _stable_references():
+  """Each loss of `_pair_losses` as a float64 function of (lw, ll, rw, rl)."""
+  def kto(lw, ll, rw, rl, beta=0.1, z0=1.0):
+    r = np.concatenate([lw - rw, ll - rl])
+    desirable = np.arange(len(r)) < len(lw)
+    return np.where(desirable, 1 - np.exp(stable_log_sigmoid(beta * (r - z0))),
+                    1 - np.exp(stable_log_sigmoid(beta * (z0 - r))))
+  return {
+      "dpo": stable_dpo,
+      "cdpo": lambda *a: stable_dpo(*a, eps=0.2),
+      "robust_dpo": lambda *a: (-(0.8) * stable_log_sigmoid(0.1 * np_margin(*a))
+                                + 0.2 * stable_log_sigmoid(-0.1 * np_margin(*a))) / 0.6,
+      "ipo": lambda *a: (np_margin(*a) - 1 / (2 * 0.1)) ** 2,
+      "f_dpo_rkl": stable_dpo,
+      "f_dpo_fkl": lambda *a: stable_f_dpo(*a, "forward_kl"),
+      "f_dpo_js": lambda *a: stable_f_dpo(*a, "js"),
+      "f_dpo_alpha": lambda *a: stable_f_dpo(*a, "alpha"),
+      "simpo": lambda lw, ll, rw, rl: -stable_log_sigmoid(2.0 * (lw - ll) - 2.0 * 0.25),
+      "orpo": lambda lw, ll, rw, rl: stable_orpo(np.minimum(lw, 0), np.minimum(ll, 0)),
+      "kto": kto,
+      "npo": lambda lw, ll, rw, rl: -(2.0 / 0.1) * stable_log_sigmoid(0.1 * (rl - ll)),
+      "mapo": lambda lw, ll, rw, rl: stable_mapo(np.abs(lw), np.abs(ll)),
+  }
+
+
+EXTREME_INPUTS = (  # lw, ll, rw, rl: log-ratios of +-800 nats, probability 1
+    [0.0, -800.0, 0.0, -800.0, -1.0],
+    [-800.0, 0.0, -800.0, 0.0, -1.0],
+    [-800.0, 0.0, 0.0, -1.0, -801.0],
+    [0.0, -800.0, 0.0, -1.0, 0.0],
+)
+
+
+def _central_differences_of(fn, args, step=1e-3):
+  """d sum(fn) / d args[0] and d args[1], central differences in float64."""
+  grads = []
+  for which in (0, 1):
+    grad = np.zeros_like(args[which])
+    for i in range(len(grad)):
+      up = [a.copy() for a in args]
+      down = [a.copy() for a in args]
+      up[which][i] += step
+      down[which][i] -= step
+      grad[i] = (np.sum(fn(*up)) - np.sum(fn(*down))) / (2 * step)
+    grads.append(grad)
+  return grads
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("name", sorted(_pair_losses()))
-def test_finite_values_and_gradients_at_extreme_log_ratios(name, dtype):
-  fn = _pair_losses()[name]
-  # Log-ratios of +-800 nats on either side, and a completion of probability 1.
-  lw = jnp.array([0.0, -800.0, 0.0, -800.0, -1.0], dtype)
-  ll = jnp.array([-800.0, 0.0, -800.0, 0.0, -1.0], dtype)
-  rw = jnp.array([-800.0, 0.0, 0.0, -1.0, -801.0], dtype)
-  rl = jnp.array([0.0, -800.0, 0.0, -1.0, 0.0], dtype)
+def test_values_and_gradients_at_extreme_log_ratios(name, dtype):
+  fn, reference = _pair_losses()[name], _stable_references()[name]
+  lw, ll, rw, rl = (jnp.array(a, dtype) for a in EXTREME_INPUTS)
   loss = lambda *a: fn(*a).astype(jnp.float32).sum()
   values = fn(lw, ll, rw, rl)
   grads = jax.grad(loss, argnums=(0, 1))(lw, ll, rw, rl)
-  assert np.all(np.isfinite(np.asarray(values, np.float32))), values
-  for g in grads:
-    assert g.dtype == dtype
-    assert np.all(np.isfinite(np.asarray(g, np.float32))), grads
+  # The reference on the inputs as rounded to `dtype` (bf16 moves -801 to -800).
+  args64 = [np.asarray(a, np.float64) for a in (lw, ll, rw, rl)]
+  expected = reference(*args64)
+  # Values reach exp(C) ~ 1.2e38 (f-DPO's cap): relative float32 accuracy,
+  # and the cap constant itself is a float32 exponent (rounding 1e-5 relative).
+  np.testing.assert_allclose(np.asarray(values, np.float64), expected, rtol=2e-5,
+                             atol=1e-6, err_msg=name)
+  if name in ("f_dpo_fkl", "f_dpo_alpha"):
+    expected_grads = f_dpo_capped_gradients(
+        *args64, "forward_kl" if name == "f_dpo_fkl" else "alpha")
+  else:
+    expected_grads = _central_differences_of(reference, args64)
+  for grad, want, x in zip(grads, expected_grads, args64):
+    assert grad.dtype == dtype
+    grad = np.asarray(grad, np.float64)
+    assert np.all(np.isfinite(grad)), name
+    # A log-probability of exactly 0 sits on a kink of the wrappers above
+    # (MaPO's |x|, ORPO's move to the largest float below 0): no derivative
+    # to compare with there, only finiteness.
+    smooth = np.ones(len(x), bool) if name not in ("mapo", "orpo") else x != 0
+    # bf16 gradients carry 8 significant bits.
+    tolerance = 1e-5 if dtype == jnp.float32 else 2.0 ** -7
+    np.testing.assert_allclose(grad[smooth], want[smooth], rtol=tolerance,
+                               atol=tolerance * max(1.0, np.abs(want).max()), err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("variant", [1, 2])
-def test_token_losses_finite_at_extreme_logits(dtype, variant):
+def test_token_losses_at_extreme_logits(dtype, variant):
   # Logit gaps of 800 put per-token log-ratios at about -+800 nats.
   base = np.zeros((2, 3, 4), np.float32)
   sharp = base.copy()
   sharp[..., 0] = 800.0
   tokens = np.array([[1, 1, 1], [0, 0, 0]])
+  inputs = (sharp, base, base, sharp, tokens, tokens)
   args = [jnp.asarray(a, dtype) for a in (sharp, base, base, sharp)]
-  for fn in (functools.partial(pref.tdpo, variant=variant),
-             functools.partial(pref.sparse_po, chosen_kl_mask=jnp.ones((2, 3)),
-                               rejected_kl_mask=jnp.ones((2, 3)))):
+  ones = np.ones((2, 3))
+  # function, float64 reference of (chosen, rejected) logits; 0 and 800 are
+  # exact in bf16.
+  cases = {
+      "tdpo": (functools.partial(pref.tdpo, variant=variant),
+               lambda c, r: np_tdpo((c, r) + inputs[2:], 0.1, 0.5, variant)),
+      "sparse_po": (functools.partial(pref.sparse_po, chosen_kl_mask=jnp.ones((2, 3)),
+                                      rejected_kl_mask=jnp.ones((2, 3))),
+                    lambda c, r: np_sparse_po((c, r) + inputs[2:], (ones, ones),
+                                              (ones, ones), 0.1, 0.0, 1e-3)),
+  }
+  for name, (fn, reference) in cases.items():
     value = fn(*args, tokens, tokens)
     grads = jax.grad(lambda a, b: fn(a, b, *args[2:], tokens, tokens).sum(),
                      argnums=(0, 1))(*args[:2])
-    assert np.all(np.isfinite(np.asarray(value, np.float32)))
+    np.testing.assert_allclose(np.asarray(value, np.float64),
+                               reference(np.float64(sharp), np.float64(base)), rtol=1e-6,
+                               atol=1e-6, err_msg=name)
     for g in grads:
-      assert np.all(np.isfinite(np.asarray(g, np.float32)))
+      assert g.dtype == dtype
+      assert np.all(np.isfinite(np.asarray(g, np.float32))), name
+    if name == "tdpo" and variant == 2:
+      continue  # its stop-gradient: test_tdpo2_stops_the_gradient_through_chosen_seq_kl
+    for which, g in enumerate(grads):
+      numeric = np.zeros(sharp.shape)
+      for index in np.ndindex(sharp.shape):
+        up = [np.float64(sharp), np.float64(base)]
+        down = [a.copy() for a in up]
+        up[which][index] += 1e-3
+        down[which][index] -= 1e-3
+        numeric[index] = (reference(*up).sum() - reference(*down).sum()) / 2e-3
+      tolerance = 1e-5 if dtype == jnp.float32 else 2.0 ** -7
+      np.testing.assert_allclose(np.asarray(g, np.float64), numeric, rtol=tolerance,
+                                 atol=tolerance * max(1.0, np.abs(numeric).max()),
+                                 err_msg=name)
 
 
 def test_bf16_inputs_are_computed_in_float32(pairs):
