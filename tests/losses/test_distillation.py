@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 from jax.test_util import check_grads
 
 from divlab.losses import distillation as dl_kd
@@ -117,7 +118,7 @@ def np_pl_loss(s, ranking, weights):
     total = 0.0
     for k in range(len(ranked)):
       tail = ranked[k:]
-      total += weights[idx][k] * (np.log(np.sum(np.exp(tail))) - ranked[k])
+      total += weights[idx][k] * (scipy.special.logsumexp(tail) - ranked[k])
     out[idx] = total
   return out
 
@@ -844,19 +845,22 @@ class TestOfa:
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fn", [
-    functools.partial(dl_kd.kd, temperature=2.0),
-    dl_kd.alpha_kd,
-    functools.partial(dl_kd.ofa_kd, labels=Y),
-    functools.partial(dl_kd.pld, labels=Y),
-])
-def test_bfloat16_inputs_are_computed_in_float32(fn):
-  fn = jax.jit(fn)
-  got = fn(S.astype(jnp.bfloat16), T.astype(jnp.bfloat16))
-  want = fn(np.asarray(S.astype(jnp.bfloat16), np.float32),
-            np.asarray(T.astype(jnp.bfloat16), np.float32))
+@pytest.mark.parametrize("fn,reference", [
+    (functools.partial(dl_kd.kd, temperature=2.0),
+     lambda s, t: np_kd(s, t, None, 2.0, 1.0)),
+    (dl_kd.alpha_kd, lambda s, t: np_alpha_kd(s, t)[0]),
+    (functools.partial(dl_kd.ofa_kd, labels=Y),
+     lambda s, t: -np.sum(np_ofa_target(t, Y, 1.0) * np_log_softmax(s), -1)),
+    (functools.partial(dl_kd.pld, labels=Y), lambda s, t: np_pld(s, t, Y)),
+], ids=["kd", "alpha_kd", "ofa_kd", "pld"])
+def test_bfloat16_inputs_are_computed_in_float32(fn, reference):
+  s16, t16 = S.astype(jnp.bfloat16), T.astype(jnp.bfloat16)
+  got = jax.jit(fn)(s16, t16)
   assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # The float64 formula on the bf16-rounded inputs: only float32 arithmetic
+  # separates the two.
+  want = reference(np.asarray(s16, np.float64), np.asarray(t16, np.float64))
+  np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
 def test_sum_reduction_and_vmap():
@@ -867,16 +871,83 @@ def test_sum_reduction_and_vmap():
   np.testing.assert_allclose(mapped, per_example, rtol=1e-6)
 
 
-@pytest.mark.parametrize("loss", [
-    lambda s, t: dl_kd.alpha_kd(s, t).sum(),
-    lambda s, t: dl_kd.sinkhorn_kd(s, t),
-    lambda s, t: dl_kd.pld(s, t, Y[0, :2]).sum(),
-    lambda s, t: dl_kd.dist(s, t),
-    lambda s, t: dl_kd.dual_head_kd(s, s, t, logit_loss="binary_kl_norm").sum(),
-    lambda s, t: dl_kd.ofa_kd(s, t, Y[0, :2], gamma=1.5).sum(),
-], ids=["alpha_kd", "sinkhorn_kd", "pld", "dist", "dual_head_kd", "ofa_kd"])
-def test_large_logits_give_finite_values_and_gradients(loss):
-  s, t = 1e4 * S[0, :2], 1e4 * T[0, :2]
-  value, grad = jax.jit(jax.value_and_grad(loss))(s, t)
-  assert np.isfinite(value)
-  assert np.all(np.isfinite(grad))
+def np_alpha_kd_log_space(s, t, a_min=-1.0, a_max=1.0, clip=5.0):
+  """np_alpha_kd with every ratio formed as exp(log p - log q).
+
+  For logits of size 1e4 most probabilities underflow to 0 even in float64,
+  and p / q is 0 / 0; the docstring's sum over q_c [(p_c/q_c)^a - 1] has
+  q_c = 0 terms that vanish (the clipped weight is bounded), and the KL branch
+  sum_c p_c log(p_c / q_c) is finite in log space. Returns (value, gradient of
+  the surrogate -sum_c sg(q_c rho_c) log q_c).
+  """
+  log_q, log_p = np_log_softmax(s), np_log_softmax(t)
+  q, log_r = np.exp(log_q), log_p - log_q
+
+  def terms(a):
+    if abs(a - 1) < 1e-3:  # q r log r = p log r; rho = r, so q rho = p
+      return np.sum(np.exp(log_p) * log_r, -1), np.exp(log_p)
+    ra = np.exp(np.minimum(a * log_r, np.log(clip)))
+    base = 1.0 / (a * (a - 1))
+    return np.sum(q * (ra * base - base), -1), q * (ra / a + base)
+
+  v_min, w_min = terms(a_min)
+  v_max, w_max = terms(a_max)
+  use_min = v_min > v_max
+  weights = np.where(use_min[..., None], w_min, w_max)
+  return np.where(use_min, v_min, v_max), -weights + q * weights.sum(-1, keepdims=True)
+
+
+def np_log_cosh(x):
+  return np.logaddexp(x, -x) - np.log(2.0)
+
+
+def _finite_difference_grad(fn, x, step=1e-2):
+  """Central differences of a float64 scalar function (logits of size 1e4:
+  the function is smooth on this scale, float64 keeps 1e-12 of the value)."""
+  grad = np.zeros_like(x)
+  for index in np.ndindex(x.shape):
+    up, down = x.copy(), x.copy()
+    up[index] += step
+    down[index] -= step
+    grad[index] = (fn(up) - fn(down)) / (2 * step)
+  return grad
+
+
+LARGE_LABELS = Y[0, :2]
+# name -> (the loss, its float64 value reference of (s, t)); values near 1e4.
+LARGE_LOGIT_LOSSES = {
+    "sinkhorn_kd": (lambda s, t: dl_kd.sinkhorn_kd(s, t),
+                    lambda s, t: 1e-3 * np.sum(np.prod(np_sinkhorn(s, t), axis=0))),
+    "pld": (lambda s, t: dl_kd.pld(s, t, LARGE_LABELS).sum(),
+            lambda s, t: np_pld(s, t, LARGE_LABELS).sum()),
+    "dist": (lambda s, t: dl_kd.dist(s, t), np_dist),
+    # KD term + sum_c log cosh((s - t) / 2) (KL of Bernoulli(1/2) to
+    # Bernoulli(sigmoid(s - t)), in the form that cannot overflow).
+    "dual_head_kd": (lambda s, t: dl_kd.dual_head_kd(s, s, t,
+                                                     logit_loss="binary_kl_norm").sum(),
+                     lambda s, t: (np_kd(s, t, None, 1.0, 1.0)
+                                   + np_log_cosh((s - t) / 2).sum(-1)).sum()),
+    "ofa_kd": (lambda s, t: dl_kd.ofa_kd(s, t, LARGE_LABELS, gamma=1.5).sum(),
+               lambda s, t: -np.sum(np_ofa_target(t, LARGE_LABELS, 1.5)
+                                    * np_log_softmax(s))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LARGE_LOGIT_LOSSES) + ["alpha_kd"])
+def test_large_logits_match_float64_references(name):
+  # Logits of size 1e4 (float32 spacing there is 1e-3, hence the reference on
+  # the float32-rounded inputs and a relative tolerance).
+  s = np.float64(np.float32(1e4 * S[0, :2]))
+  t = np.float64(np.float32(1e4 * T[0, :2]))
+  if name == "alpha_kd":
+    loss = lambda a, b: dl_kd.alpha_kd(a, b).sum()
+    value64, per_row_grad = np_alpha_kd_log_space(s, t)
+    expected, expected_grad = value64.sum(), per_row_grad
+  else:
+    loss, reference = LARGE_LOGIT_LOSSES[name]
+    expected = reference(s, t)
+    expected_grad = _finite_difference_grad(lambda x: reference(x, t), s)
+  value, grad = jax.jit(jax.value_and_grad(loss))(np.float32(s), np.float32(t))
+  np.testing.assert_allclose(float(value), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(grad, np.float64), expected_grad, rtol=1e-4,
+                             atol=1e-4 * max(1.0, np.abs(expected_grad).max()))
