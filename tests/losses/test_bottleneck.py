@@ -164,7 +164,8 @@ class TestCsIb:
     np.testing.assert_allclose(loss, expected_d + 0.5 * expected_i, rtol=1e-4)
 
   def test_median_bandwidth_receives_no_gradient(self, batch):
-    # With the width frozen at its value, the gradient must be the same.
+    # With the widths frozen at their medians, the gradient is that of the
+    # fixed-width formula: central differences of the float64 double sums.
     x, y, yhat, t = _f32(batch["x"], batch["y"], batch["yhat"], batch["t"])
     sigma = bottleneck.resolve_bandwidth("median", y, yhat)
     assert np.isclose(float(sigma), _median_distance(batch["y"], batch["yhat"]),
@@ -174,16 +175,20 @@ class TestCsIb:
       return bottleneck.cs_ib(p, y, x, t, beta=0.0, bandwidth=bandwidth)
 
     grad_median = jax.jit(jax.grad(pred), static_argnums=1)(yhat, "median")
-    # Fixed-width reference: sigma_x must also be frozen at the median of x.
-    sigma_x = float(bottleneck.resolve_bandwidth("median", x))
-
-    def fixed(p):
-      from divlab.divergences import kernel
-      return kernel.conditional_cauchy_schwarz(x, y, p, sigma_x=sigma_x,
-                                               sigma_y=float(sigma))
-
-    np.testing.assert_allclose(grad_median, jax.jit(jax.grad(fixed))(yhat), rtol=1e-4,
-                               atol=1e-7)
+    # The float32-rounded inputs the gradient was taken at.
+    x64, y64, yhat64 = (np.asarray(a, np.float64) for a in (x, y, yhat))
+    sigma_x, sigma_y = _median_distance(x64), _median_distance(y64, yhat64)
+    step = 1e-6
+    expected = np.zeros_like(yhat64)
+    for index in np.ndindex(yhat64.shape):
+      up, down = yhat64.copy(), yhat64.copy()
+      up[index] += step
+      down[index] -= step
+      expected[index] = (_conditional_cs_reference(x64, y64, up, sigma_x, sigma_y)
+                         - _conditional_cs_reference(x64, y64, down, sigma_x, sigma_y)
+                         ) / (2 * step)
+    np.testing.assert_allclose(grad_median, expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())
 
   def test_zero_prediction_term_when_predictions_equal_targets(self, batch):
     x, y, t = _f32(batch["x"], batch["y"], batch["t"])
