@@ -15,15 +15,28 @@ A = jnp.array([1.0, NAN, 0.5])
 B = jnp.array([0.2, 0.1, 0.3])
 
 
-@pytest.mark.parametrize("fn", [
-    lambda: preference.dpo(A, B, B, B, beta=0.1),
-    lambda: preference.ipo(A, B, B, B, beta=0.1),
-    lambda: preference.f_dpo(A, B, B, B, beta=0.1, divergence="js"),
-    lambda: policy.kl_estimator(A, B, kind="k3"),
+def _log_sigmoid(x):
+  return -np.logaddexp(0.0, -x)
+
+
+# The clean pairs 0 and 2 against float64 transcriptions: with the reference
+# and rejected log-probabilities all equal to B, every margin is A - B.
+_A64, _B64 = np.float64(np.asarray(A)), np.float64(np.asarray(B))
+_A64[1] = 0.0  # the NaN pair is checked on its own
+_JS_PSI = lambda log_u: _log_sigmoid(log_u) + np.log(2.0)  # log(2u / (1 + u))
+
+
+@pytest.mark.parametrize("fn,expected", [
+    (lambda: preference.dpo(A, B, B, B, beta=0.1), -_log_sigmoid(0.1 * (_A64 - _B64))),
+    (lambda: preference.ipo(A, B, B, B, beta=0.1), (_A64 - _B64 - 5.0) ** 2),
+    (lambda: preference.f_dpo(A, B, B, B, beta=0.1, divergence="js"),
+     -_log_sigmoid(0.1 * (_JS_PSI(_A64 - _B64) - _JS_PSI(0.0)))),
+    (lambda: policy.kl_estimator(A, B, kind="k3"), np.expm1(_B64 - _A64) - (_B64 - _A64)),
 ], ids=["dpo", "ipo", "f_dpo(js)", "kl_estimator(k3)"])
-def test_a_nan_log_prob_makes_only_its_pair_nan(fn):
+def test_a_nan_log_prob_makes_only_its_pair_nan(fn, expected):
   values = np.asarray(fn())
-  assert np.isnan(values[1]) and np.all(np.isfinite(values[[0, 2]]))
+  assert np.isnan(values[1])
+  np.testing.assert_allclose(values[[0, 2]], expected[[0, 2]], rtol=1e-5, atol=1e-7)
 
 
 def test_group_advantages_nan_reward_poisons_only_its_group():
@@ -45,7 +58,9 @@ def test_fused_linear_nan_hidden_state_only_in_its_token():
   weight = jnp.full((8, 6), 0.1)
   out = np.asarray(fused.fused_linear_divergence(hidden, weight, jnp.ones((4, 8)), weight,
                                                  reduction="none"))
-  assert np.isnan(out[1]) and np.all(np.isfinite(out[[0, 2, 3]]))
+  # Student and teacher are the same model on the other tokens: KL = 0.
+  assert np.isnan(out[1])
+  np.testing.assert_allclose(out[[0, 2, 3]], 0.0, atol=1e-7)
 
 
 @pytest.mark.parametrize("call,name", [
