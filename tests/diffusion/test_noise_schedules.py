@@ -63,6 +63,22 @@ def test_discrete_schedule_hits_its_steps():
   assert (sched.t_min, sched.t_max) == (1.0 / n, 1.0)
 
 
+def test_discrete_schedule_interpolates_log_alpha_linearly_between_steps():
+  # The docstring's embedding: step n at t_n = (n + 1) / N, log alpha linear in
+  # t between steps (the steps themselves: test_discrete_schedule_hits_its_steps).
+  n = 50
+  betas = np.linspace(1e-3, 0.2, n)
+  half_log_abar = 0.5 * np.cumsum(np.log1p(-betas))  # log alpha at each step
+  sched = schedules.discrete_schedule(np.exp(2.0 * half_log_abar))
+  k = np.array([0, 3, 17, 48])  # between steps k and k + 1
+  fraction = np.array([0.5, 0.25, 0.9, 0.01])
+  t = (k + 1 + fraction) / n
+  expected = (1 - fraction) * half_log_abar[k] + fraction * half_log_abar[k + 1]
+  with jax.enable_x64(True):
+    got = np.asarray(sched.log_alpha(jnp.asarray(t)))
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
 def test_discrete_ddpm_is_close_to_continuous_linear():
   # Sum of -log(1 - beta_m) vs the integral of beta(t): they differ by the
   # Riemann-sum offset and sum beta_m^2 / 2 (< 0.07 here), a few percent at most.
