@@ -148,6 +148,22 @@ def test_sample_and_default_spacing_unchanged():
                                rtol=1e-10)
 
 
+def test_padded_sampling_grid_is_the_time_grid_then_its_last_time():
+  # Time-uniform: t_i = t_max + i (t_min - t_max) / n for i <= n, then t_min
+  # repeated (zero-length padding steps); alpha and sigma of the linear
+  # schedule from its closed form, log alpha = -t^2 (b1 - b0) / 4 - t b0 / 2.
+  n, t_min = 5, SCHEDULE.t_min
+  with jax.enable_x64(True):
+    grid = schedules.padded_sampling_grid(SCHEDULE, n, MAX_STEPS, dtype=jnp.float64)
+  t = np.concatenate([1.0 + np.arange(n + 1) * (t_min - 1.0) / n,
+                      np.full(MAX_STEPS - n, t_min)])
+  log_alpha = -0.25 * t ** 2 * (20.0 - 0.1) - 0.5 * t * 0.1
+  np.testing.assert_allclose(np.asarray(grid.t), t, rtol=1e-12)
+  np.testing.assert_allclose(np.asarray(grid.alpha), np.exp(log_alpha), rtol=1e-12)
+  np.testing.assert_allclose(np.asarray(grid.sigma), np.sqrt(-np.expm1(2 * log_alpha)),
+                             rtol=1e-12)
+
+
 def test_bad_inputs_raise():
   grid = _grid(5, "time_uniform")
   with pytest.raises(ValueError, match="max_steps"):
