@@ -439,11 +439,22 @@ class TestGUProject:
     tx = optax.chain(ul.gu_project(metric="adam"), optax.adam(1e-2))
     params = random_tree(rng)
     state = tx.init(params)
-    grads = ul.gu_inputs(random_tree(rng), random_tree(rng))
-    updates, state = jax.jit(tx.update)(grads, state, params)
-    new_params = optax.apply_updates(params, updates)
-    assert jax.tree.structure(new_params) == jax.tree.structure(params)
-    assert np.all(np.isfinite(tree_vector(new_params)))
+    forget, retain = random_tree(rng), random_tree(rng)
+    updates, state = jax.jit(tx.update)(ul.gu_inputs(forget, retain), state, params)
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+    # Step 1 in float64: the projection's bias-corrected second moment is the
+    # squared raw gradient, so H = 1 / (|g_f + g_r| + eps); Adam's first step
+    # is -lr g / (|g| + eps) on the projected g = g_r + g_f_perp.
+    direction = tree_vector(retain)
+    raw = tree_vector(forget) + direction
+    g = direction + np_h_projection(tree_vector(forget), [direction],
+                                    1.0 / (np.abs(raw) + 1e-8))
+    np.testing.assert_allclose(tree_vector(updates), -1e-2 * g / (np.abs(g) + 1e-8),
+                               rtol=1e-5, atol=1e-7)
+    # That first step keeps only signs; Adam's first moment, (1 - b1) g, keeps g.
+    adam_state = state[1][0]
+    np.testing.assert_allclose(tree_vector(adam_state.mu) / (1 - 0.9), g, rtol=1e-5,
+                               atol=1e-6)
 
   def test_bad_arguments_raise(self, rng):
     with pytest.raises(ValueError, match="metric"):
