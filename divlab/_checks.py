@@ -62,11 +62,13 @@ def broadcast_mask(mask: Optional[jax.typing.ArrayLike], shape: tuple[int, ...],
   """Broadcasts a boolean mask to `shape`; a mask that does not fit is refused.
 
   Only the mask may broadcast (a `[B]` mask over `[B]` values, a `[1, T]` one
-  over `[B, T]`); one that would enlarge `shape` raises ValueError naming it.
+  over `[B, T]`); one that would enlarge `shape` raises ValueError naming it,
+  and so does a floating-point mask (see `check_mask_dtype`).
   """
   if mask is None:
     return None
   mask = jnp.asarray(mask)
+  check_mask_dtype(mask, name)
   try:
     fits = jnp.broadcast_shapes(mask.shape, shape) == tuple(shape)
   except ValueError:
@@ -101,6 +103,7 @@ def example_mask(where: Optional[jax.typing.ArrayLike],
   if where is None:
     return None
   where = jnp.asarray(where)
+  check_mask_dtype(where, name)
   batch_shape, num_classes = tuple(logits_shape[:-1]), logits_shape[-1]
   keepdims_shape = batch_shape + (1,)
   if where.shape == keepdims_shape:
@@ -116,6 +119,32 @@ def example_mask(where: Optional[jax.typing.ArrayLike],
         f"class axis both have size {num_classes}. Pass the example mask with "
         f"shape {keepdims_shape}, or a class mask as `class_where`.")
   return where.astype(bool)
+
+
+def check_mask_dtype(mask: jax.typing.ArrayLike, name: str) -> None:
+  """Raises ValueError unless `mask` is boolean or integer (0/1 flags).
+
+  A float mask is refused rather than cast: ``0.5`` would silently count as
+  True, and a float array in a mask argument is usually a weight or a loss
+  passed in the wrong place.
+  """
+  dtype = jnp.result_type(mask)
+  if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.integer)):
+    raise ValueError(f"`{name}` must be a boolean (or integer 0/1) mask, got "
+                     f"dtype {dtype}.")
+
+
+def check_integer(x: jax.typing.ArrayLike, name: str) -> None:
+  """Raises ValueError unless `x` has an integer dtype (labels, ids, tokens)."""
+  dtype = jnp.result_type(x)
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise ValueError(f"`{name}` must have an integer dtype, got {dtype}.")
+
+
+def check_scalar(value: Any, name: str) -> None:
+  """Raises ValueError unless `value` is 0-d (a number, or a traced scalar)."""
+  if jnp.ndim(value) != 0:
+    raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}.")
 
 
 def check_floating(x: jax.typing.ArrayLike, name: str) -> None:

@@ -21,6 +21,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from divlab import _checks
+
 REDUCTIONS = ("none", "sum", "mean", "sequence_mean", "normalizer")
 
 
@@ -38,12 +40,13 @@ def reduce_loss(values: jax.typing.ArrayLike,
   """Reduces per-example loss values.
 
   Args:
-    values: per-example or per-token losses, shape ``[...]``.
+    values: per-example or per-token losses, shape ``[...]``, floating.
     reduction: one of ``"none", "sum", "mean", "sequence_mean", "normalizer"``.
     where: optional boolean mask broadcastable to ``values``; False entries are
       excluded (their value and gradient are exactly 0, even if they hold NaN).
     normalizer: the divisor for ``reduction="normalizer"`` (e.g. a global token
-      count); must be given for that reduction and only for it.
+      count), a positive scalar; must be given for that reduction and only for
+      it.
 
   Returns:
     A scalar, or ``values`` with excluded entries zeroed for ``"none"``.
@@ -56,11 +59,19 @@ def reduce_loss(values: jax.typing.ArrayLike,
     raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}.")
   if (normalizer is None) == (reduction == "normalizer"):
     raise ValueError("`normalizer` must be given exactly when reduction='normalizer'.")
+  if normalizer is not None:
+    # A [B] normalizer would silently turn the scalar loss into a vector.
+    _checks.check_scalar(normalizer, "normalizer")
+    _checks.check_positive(normalizer, "normalizer")
   values = jnp.asarray(values)
+  _checks.check_floating(values, "values")
+  if reduction == "sequence_mean" and values.ndim < 1:
+    raise ValueError("`values` must have shape [..., T] for "
+                     "reduction='sequence_mean', got a scalar.")
   if where is None:
     mask = jnp.ones(values.shape, dtype=bool)
   else:
-    mask = jnp.broadcast_to(jnp.asarray(where, dtype=bool), values.shape)
+    mask = _checks.broadcast_mask(where, values.shape, "where")
   masked = jnp.where(mask, values, 0)
   if reduction == "none":
     return masked
@@ -71,8 +82,6 @@ def reduce_loss(values: jax.typing.ArrayLike,
   if reduction == "normalizer":
     return masked.sum() / jnp.asarray(normalizer, values.dtype)
   # sequence_mean
-  if values.ndim < 1:
-    raise ValueError("reduction='sequence_mean' needs values of shape [..., T].")
   counts = mask.sum(-1).astype(values.dtype)
   per_seq = _safe_divide(masked.sum(-1), counts)
   has_tokens = counts > 0
