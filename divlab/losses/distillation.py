@@ -150,6 +150,19 @@ def _very_negative(dtype) -> float:
   return float(jnp.finfo(dtype).min) / 8
 
 
+def _check_temperature(temperature) -> None:
+  """T divides the logits: a positive, finite scalar (a traced T is not checked)."""
+  _checks.check_scalar(temperature, "temperature")
+  _checks.check_in_range(temperature, "temperature", 0.0, np.inf,
+                         low_inclusive=False, high_inclusive=False)
+
+
+def _check_weight(value, name: str) -> None:
+  """A loss term's weight: a finite scalar >= 0 (a negative one flips the term)."""
+  _checks.check_scalar(value, name)
+  _checks.check_in_range(value, name, 0.0, np.inf, high_inclusive=False)
+
+
 def _require_concrete_float(value, name: str) -> float:
   if not _checks.is_concrete_number(value):
     raise ValueError(f"`{name}` must be a concrete Python number (it selects a "
@@ -166,7 +179,8 @@ def _hard_plus_soft(student_logits, teacher_logits, labels, soft_fn, *,
                     temperature, alpha, where, class_where, reduction):
   """(1 - alpha) CE(y, s) + alpha * soft_fn(student / T, teacher / T)."""
   student, teacher = _logit_pair(student_logits, teacher_logits)
-  _checks.check_positive(temperature, "temperature")
+  _check_temperature(temperature)
+  _checks.check_scalar(alpha, "alpha")
   _checks.check_in_range(alpha, "alpha", 0.0, 1.0)
   position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
@@ -327,6 +341,7 @@ def js_kd(student_logits: ArrayLike,
     >>> js_kd(jnp.array([[0., 50.]]), jnp.array([[50., 0.]]))  # disjoint: log 2
     Array([0.6931472], dtype=float32)
   """
+  _checks.check_scalar(beta, "beta")
   _checks.check_in_range(beta, "beta", 0.0, 1.0)
 
   def soft_fn(student, teacher, class_where):
@@ -527,8 +542,8 @@ def alpha_kd(student_logits: ArrayLike,
   Args:
     student_logits: ``[..., C]`` student logits (q).
     teacher_logits: ``[..., C]`` teacher logits (p), treated as a constant.
-    alpha_min: the negative alpha (concrete float).
-    alpha_max: the positive alpha (concrete float).
+    alpha_min: the negative alpha (a finite concrete float, < alpha_max).
+    alpha_max: the positive alpha (a finite concrete float).
     iw_clip: upper clip of the importance weights, ``> 0``.
     where: optional ``[...]`` mask of valid positions.
     class_where: optional ``[..., C]`` mask of included classes.
@@ -544,9 +559,13 @@ def alpha_kd(student_logits: ArrayLike,
   """
   alpha_min = _require_concrete_float(alpha_min, "alpha_min")
   alpha_max = _require_concrete_float(alpha_max, "alpha_max")
+  for value, name in ((alpha_min, "alpha_min"), (alpha_max, "alpha_max")):
+    if not np.isfinite(value):
+      raise ValueError(f"`{name}` must be finite, got {value!r}.")
   if not alpha_min < alpha_max:
     raise ValueError(f"`alpha_min` must be smaller than `alpha_max`, got "
                      f"{alpha_min} and {alpha_max}.")
+  _checks.check_scalar(iw_clip, "iw_clip")
   _checks.check_positive(iw_clip, "iw_clip")
   student, teacher = _logit_pair(student_logits, teacher_logits)
   position_mask = _checks.example_mask(where, student.shape)
@@ -583,9 +602,11 @@ def _sinkhorn_cost_and_plan(student_logits, teacher_logits, *, temperature,
   if student.ndim != 2:
     raise ValueError(f"`student_logits` must have shape [B, C] (Sinkhorn KD "
                      f"couples the examples of a batch), got {student.shape}.")
-  _checks.check_positive(temperature, "temperature")
+  _check_temperature(temperature)
+  _checks.check_scalar(epsilon, "epsilon")
   _checks.check_positive(epsilon, "epsilon")
-  if not isinstance(num_iters, (int, np.integer)) or num_iters < 1:
+  if (isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer))
+      or num_iters < 1):
     raise ValueError(
         f"`num_iters` must be a positive Python int, got {num_iters!r}.")
   batch = student.shape[0]
@@ -712,7 +733,7 @@ def sinkhorn_kd(student_logits: ArrayLike,
     temperature: softmax temperature ``T > 0``.
     epsilon: entropic regularisation ``> 0``.
     num_iters: row-then-column normalisation rounds.
-    weight: multiplier ``w`` of the transport cost.
+    weight: multiplier ``w >= 0`` of the transport cost.
     where: optional ``[B]`` mask of valid examples; padded examples neither
       send nor receive mass and get zero gradient.
     class_where: optional ``[B, C]`` mask of included classes.
@@ -724,6 +745,7 @@ def sinkhorn_kd(student_logits: ArrayLike,
     >>> sinkhorn_kd(jnp.zeros((2, 3)), jnp.zeros((2, 3)))  # identical: no cost
     Array(0., dtype=float32)
   """
+  _check_weight(weight, "weight")
   cost, plan = _sinkhorn_cost_and_plan(
       student_logits, teacher_logits, temperature=temperature, epsilon=epsilon,
       num_iters=num_iters, where=where, class_where=class_where)
@@ -878,7 +900,7 @@ def pld(student_logits: ArrayLike,
     >>> pld(jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.array([0]))  # 0.5 log 2
     Array([0.3465736], dtype=float32)
   """
-  _checks.check_positive(temperature, "temperature")
+  _check_temperature(temperature)
   student, teacher, ranking, position_mask = _ranking_inputs(
       student_logits, teacher_logits, labels, where, class_where)
   teacher_probs = jnp.exp(divergences.masked_log_softmax(
@@ -999,10 +1021,10 @@ def dist(student_logits: ArrayLike,
   Args:
     student_logits: ``[B, C]`` (flatten tokens or pixels into ``B`` first).
     teacher_logits: ``[B, C]``.
-    beta: weight of the inter-class relation.
-    gamma: weight of the intra-class relation.
+    beta: weight (>= 0) of the inter-class relation.
+    gamma: weight (>= 0) of the intra-class relation.
     temperature: ``T > 0``.
-    eps: stabiliser of the correlation's denominator.
+    eps: stabiliser (>= 0) of the correlation's denominator.
     where: optional ``[B]`` mask of valid examples.
     class_where: optional ``[B, C]`` mask of included classes.
 
@@ -1018,7 +1040,10 @@ def dist(student_logits: ArrayLike,
   if student.ndim != 2:
     raise ValueError(f"`student_logits` must have shape [B, C] (DIST "
                      f"correlates across the batch), got {student.shape}.")
-  _checks.check_positive(temperature, "temperature")
+  _check_temperature(temperature)
+  _check_weight(beta, "beta")
+  _check_weight(gamma, "gamma")
+  _check_weight(eps, "eps")
   position_mask = _checks.example_mask(where, student.shape)
   class_mask = _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
@@ -1103,7 +1128,7 @@ def dual_head_kd(prob_head_logits: ArrayLike,
     temperature: ``T > 0`` of the probability-level term and the binary KLs.
     alpha: weight in ``[0, 1]`` of the soft KD term on the probability head.
     logit_loss: one of ``'mse', 'binary_kl', 'binary_kl_norm'``.
-    logit_weight: multiplier of the logit-level term.
+    logit_weight: multiplier (>= 0) of the logit-level term.
     where: optional ``[...]`` mask of valid positions.
     class_where: optional ``[..., C]`` mask of included classes.
     reduction: see `divlab.losses.reduce_loss`.
@@ -1124,7 +1149,8 @@ def dual_head_kd(prob_head_logits: ArrayLike,
   prob_head = _as_float(prob_head_logits, "prob_head_logits")
   _checks.check_same_shape(prob_head, teacher, "prob_head_logits",
                            "teacher_logits")
-  _checks.check_positive(temperature, "temperature")
+  _check_temperature(temperature)
+  _check_weight(logit_weight, "logit_weight")
   position_mask = _checks.example_mask(where, teacher.shape)
   class_mask = _checks.broadcast_mask(class_where, teacher.shape, "class_where")
   logit_head = _blank_padding(logit_head, position_mask)
@@ -1203,8 +1229,9 @@ def ofa_target(teacher_logits: ArrayLike,
   teacher = jax.lax.stop_gradient(_as_float(teacher_logits, "teacher_logits"))
   if teacher.ndim < 1:
     raise ValueError("`teacher_logits` must have a class axis, shape [..., C].")
+  _checks.check_scalar(gamma, "gamma")
   _checks.check_positive(gamma, "gamma")
-  _checks.check_positive(temperature, "temperature")
+  _check_temperature(temperature)
   _checks.broadcast_mask(class_where, teacher.shape, "class_where")
   labels = _check_labels(labels, teacher, None)
   probs = jnp.exp(divergences.masked_log_softmax(teacher / temperature,
@@ -1253,7 +1280,7 @@ def ofa_kd(student_logits: ArrayLike,
     Array([0.6931472], dtype=float32)
   """
   student, teacher = _logit_pair(student_logits, teacher_logits)
-  _checks.check_positive(temperature, "temperature")
+  _check_temperature(temperature)
   position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
