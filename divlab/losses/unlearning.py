@@ -96,6 +96,7 @@ def _log_likelihood_pair(logp: ArrayLike, ref_logp: ArrayLike,
 
 
 def _check_weight(weight: Any, name: str) -> None:
+  _checks.check_scalar(weight, name)
   _checks.check_in_range(weight, name, 0.0, np.inf, high_inclusive=False)
 
 
@@ -105,13 +106,15 @@ def _forget_plus_retain(forget_values: jax.Array,
                         retain_mask: Optional[jax.Array],
                         retain_weight: Any,
                         reduction: str,
-                        normalizer: Optional[ArrayLike]) -> jax.Array:
+                        normalizer: Optional[ArrayLike],
+                        retain_name: str) -> jax.Array:
   """reduce(forget) + weight * reduce(retain), each over its own mask."""
   if reduction == "none" and forget_values.shape != retain_values.shape:
     raise ValueError(
-        "reduction='none' returns per-pair sums and needs forget and retain "
-        f"batches of the same shape, got {forget_values.shape} and "
-        f"{retain_values.shape}; use a reducing `reduction` such as 'mean'.")
+        f"`{retain_name}` must give the same shape of per-example values as "
+        f"`forget_logp` when reduction='none' (per-pair sums), got "
+        f"{retain_values.shape} and {forget_values.shape}; use a reducing "
+        "`reduction` such as 'mean'.")
   forget_term = reduce_loss(forget_values, reduction, where=forget_mask,
                             normalizer=normalizer)
   retain_term = reduce_loss(retain_values, reduction, where=retain_mask,
@@ -196,7 +199,7 @@ def grad_diff(forget_logp: ArrayLike,
   retain_mask = _checks.broadcast_mask(retain_where, retain_logp.shape, "retain_where")
   return _forget_plus_retain(_blank(forget_logp, forget_mask), forget_mask,
                              -_blank(retain_logp, retain_mask), retain_mask,
-                             retain_weight, reduction, normalizer)
+                             retain_weight, reduction, normalizer, "retain_logp")
 
 
 def _npo_values(logp: jax.Array, ref_logp: jax.Array, beta: Any) -> jax.Array:
@@ -246,6 +249,7 @@ def npo(forget_logp: ArrayLike,
   """
   logp, ref_logp = _log_likelihood_pair(forget_logp, forget_ref_logp,
                                         "forget_logp", "forget_ref_logp")
+  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   mask = _checks.broadcast_mask(where, logp.shape, "where")
   values = _npo_values(_blank(logp, mask), _blank(ref_logp, mask), beta)
@@ -293,6 +297,7 @@ def npo_rt(forget_logp: ArrayLike,
   logp, ref_logp = _log_likelihood_pair(forget_logp, forget_ref_logp,
                                         "forget_logp", "forget_ref_logp")
   retain_logp = _as_float(retain_logp, "retain_logp")
+  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   _check_weight(retain_weight, "retain_weight")
   forget_mask = _checks.broadcast_mask(forget_where, logp.shape, "forget_where")
@@ -301,7 +306,7 @@ def npo_rt(forget_logp: ArrayLike,
                               _blank(ref_logp, forget_mask), beta)
   return _forget_plus_retain(forget_values, forget_mask,
                              -_blank(retain_logp, retain_mask), retain_mask,
-                             retain_weight, reduction, normalizer)
+                             retain_weight, reduction, normalizer, "retain_logp")
 
 
 def npo_kl(forget_logp: ArrayLike,
@@ -361,6 +366,7 @@ def npo_kl(forget_logp: ArrayLike,
   if retain_logits.ndim < 2:
     raise ValueError("`retain_logits` must have shape [B, ..., V] (a batch axis "
                      f"and a class axis), got {retain_logits.shape}.")
+  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   _check_weight(kl_weight, "kl_weight")
   forget_mask = _checks.broadcast_mask(forget_where, logp.shape, "forget_where")
@@ -377,7 +383,8 @@ def npo_kl(forget_logp: ArrayLike,
   retain_mask = (None if position_mask is None else
                  position_mask.any(axis=position_axes))
   return _forget_plus_retain(forget_values, forget_mask, retain_values,
-                             retain_mask, kl_weight, reduction, normalizer)
+                             retain_mask, kl_weight, reduction, normalizer,
+                             "retain_logits")
 
 
 def simnpo(forget_logp: ArrayLike,
@@ -425,7 +432,9 @@ def simnpo(forget_logp: ArrayLike,
                      f"{logp.shape}, got {lengths.shape}.")
   if not isinstance(lengths, jax.core.Tracer) and bool(jnp.any(lengths < 0)):
     raise ValueError("`lengths` must be non-negative token counts.")
+  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
+  _checks.check_scalar(gamma, "gamma")
   mask = _checks.broadcast_mask(where, logp.shape, "where")
   safe_lengths = jnp.maximum(lengths.astype(logp.dtype), 1)
   normalised = _blank(logp, mask) / safe_lengths
@@ -452,27 +461,33 @@ def _axpy(alpha: jax.Array, x: Any, y: Any) -> Any:
   return jax.tree.map(lambda xi, yi: yi + alpha * xi, x, y)
 
 
-def _split_directions(retain_directions: Any, forget_grads: Any) -> list[Any]:
-  """Unstacks ``[K, ...]`` retain leaves into K trees shaped like the forget tree."""
+def _split_directions(retain_directions: Any, forget_grads: Any,
+                      retain_name: str = "retain",
+                      forget_name: str = "forget") -> list[Any]:
+  """Unstacks ``[K, ...]`` retain leaves into K trees shaped like the forget tree.
+
+  The names are the caller's: `project_forget_gradient` reports its own
+  arguments, `gu_project` the entries of its ``updates``.
+  """
   forget_leaves, forget_def = jax.tree.flatten(forget_grads)
   retain_leaves, retain_def = jax.tree.flatten(retain_directions)
   if retain_def != forget_def:
-    raise ValueError("`retain` must have the tree structure of `forget`, got "
-                     f"{retain_def} and {forget_def}.")
+    raise ValueError(f"`{retain_name}` must have the tree structure of "
+                     f"`{forget_name}`, got {retain_def} and {forget_def}.")
   if not forget_leaves:
-    raise ValueError("`forget` must hold at least one array.")
+    raise ValueError(f"`{forget_name}` must hold at least one array.")
   counts = set()
   for f, r in zip(forget_leaves, retain_leaves):
     f_shape, r_shape = jnp.shape(f), jnp.shape(r)
     if r_shape[1:] != f_shape or len(r_shape) != len(f_shape) + 1:
       raise ValueError(
-          "each `retain` leaf must be the matching `forget` leaf stacked along a "
-          f"new leading axis of K directions: forget {f_shape}, retain {r_shape}."
-          " Build the input with `gu_inputs`.")
+          f"each `{retain_name}` leaf must be the matching `{forget_name}` leaf "
+          f"stacked along a new leading axis of K directions: {forget_name} "
+          f"{f_shape}, {retain_name} {r_shape}. Build the input with `gu_inputs`.")
     counts.add(r_shape[0])
   if len(counts) != 1 or 0 in counts:
-    raise ValueError("every `retain` leaf must stack the same number K >= 1 of "
-                     f"directions, got {sorted(counts)}.")
+    raise ValueError(f"every `{retain_name}` leaf must stack the same number "
+                     f"K >= 1 of directions, got {sorted(counts)}.")
   num_directions = counts.pop()
   return [jax.tree.unflatten(forget_def, [r[k] for r in retain_leaves])
           for k in range(num_directions)]
@@ -524,12 +539,19 @@ def project_forget_gradient(forget_grads: Any,
     ...                         {"w": jnp.array([[2.0, 0.0]])})
     {'w': Array([0., 1.], dtype=float32)}
   """
-  directions = _split_directions(retain_directions, forget_grads)
+  directions = _split_directions(retain_directions, forget_grads,
+                                 "retain_directions", "forget_grads")
+  _checks.check_scalar(rank_tolerance, "rank_tolerance")
   _checks.check_positive(rank_tolerance, "rank_tolerance")
   if metric_weights is not None:
     if jax.tree.structure(metric_weights) != jax.tree.structure(forget_grads):
-      raise ValueError("`metric_weights` must have the tree structure of the "
-                       "forget gradients.")
+      raise ValueError("`metric_weights` must have the tree structure of "
+                       "`forget_grads`.")
+    for w, f in zip(jax.tree.leaves(metric_weights), jax.tree.leaves(forget_grads)):
+      if jnp.shape(w) != jnp.shape(f):
+        raise ValueError(f"each `metric_weights` leaf must have the shape of its "
+                         f"`forget_grads` leaf, got {jnp.shape(w)} and "
+                         f"{jnp.shape(f)}.")
   as_f32 = lambda tree: jax.tree.map(
       lambda x: jnp.asarray(x, jnp.promote_types(jnp.result_type(x),
                                                  jnp.float32)), tree)
@@ -584,12 +606,18 @@ def gu_inputs(forget_grads: Any, *retain_grads: Any) -> dict[str, Any]:
     (1, 2)
   """
   if not retain_grads:
-    raise ValueError("`gu_inputs` needs at least one retain gradient.")
+    raise ValueError("`gu_inputs` needs at least one retain gradient in "
+                     "`retain_grads`.")
   structure = jax.tree.structure(forget_grads)
+  forget_shapes = [jnp.shape(f) for f in jax.tree.leaves(forget_grads)]
   for i, grads in enumerate(retain_grads):
     if jax.tree.structure(grads) != structure:
-      raise ValueError(f"retain gradient {i} does not have the tree structure of "
+      raise ValueError(f"`retain_grads`[{i}] does not have the tree structure of "
                        "`forget_grads`.")
+    shapes = [jnp.shape(r) for r in jax.tree.leaves(grads)]
+    if shapes != forget_shapes:
+      raise ValueError(f"`retain_grads`[{i}] must have the leaf shapes of "
+                       f"`forget_grads`, got {shapes} and {forget_shapes}.")
   stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *retain_grads)
   return {"forget": forget_grads, "retain": stacked}
 
@@ -662,8 +690,11 @@ def gu_project(*,
   """
   if metric not in _METRICS:
     raise ValueError(f"`metric` must be one of {_METRICS}, got {metric!r}.")
+  _checks.check_scalar(b2, "b2")
   _checks.check_in_range(b2, "b2", 0.0, 1.0, high_inclusive=False)
+  _checks.check_scalar(eps, "eps")
   _checks.check_positive(eps, "eps")
+  _checks.check_scalar(rank_tolerance, "rank_tolerance")
   _checks.check_positive(rank_tolerance, "rank_tolerance")
 
   def init_fn(params: optax.Params) -> GUProjectState:
@@ -680,7 +711,7 @@ def gu_project(*,
                 params: Optional[optax.Params] = None):
     del params
     if not isinstance(updates, Mapping) or set(updates) != {"forget", "retain"}:
-      raise ValueError("`gu_project` expects updates {'forget': g_f, 'retain': "
+      raise ValueError("`updates` of `gu_project` must be {'forget': g_f, 'retain': "
                        "stacked retain gradients}; build them with `gu_inputs`.")
     forget = updates["forget"]
     retain = updates["retain"]
