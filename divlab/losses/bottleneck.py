@@ -86,7 +86,7 @@ def _regression_pair(predictions: ArrayLike, targets: ArrayLike
   """Checks `[B, d_y]` predictions and targets of the same shape."""
   predictions = _as_float(predictions, "predictions")
   targets = _as_float(targets, "targets")
-  for value, name in ((targets, "targets"), (predictions, "predictions")):
+  for value, name in ((predictions, "predictions"), (targets, "targets")):
     if value.ndim != 2:
       raise ValueError(
           f"`{name}` must have shape [B, d_y] (pass scalar targets as [B, 1] "
@@ -109,6 +109,7 @@ def _batch_features(x: ArrayLike, name: str, batch: int) -> jax.Array:
 
 
 def _check_weight(value: Any, name: str) -> None:
+  _checks.check_scalar(value, name)
   _checks.check_in_range(value, name, 0.0, np.inf, high_inclusive=True)
 
 
@@ -124,6 +125,7 @@ def _check_bandwidth(bandwidth: Bandwidth) -> None:
       raise ValueError(
           f"`bandwidth` must be a positive number or 'median', got {bandwidth!r}.")
   else:
+    _checks.check_scalar(bandwidth, "bandwidth")
     _checks.check_positive(bandwidth, "bandwidth")
 
 
@@ -147,6 +149,8 @@ def resolve_bandwidth(bandwidth: Bandwidth, *samples: ArrayLike) -> ArrayLike:
   _check_bandwidth(bandwidth)
   if not isinstance(bandwidth, str):
     return bandwidth
+  if not samples:
+    raise ValueError("bandwidth='median' needs the `samples` to measure.")
   median = jax.lax.stop_gradient(kernel.median_heuristic(*samples))
   return jnp.where(median > 0, median, 1.0)
 
@@ -316,6 +320,13 @@ def reparameterize(rng: jax.Array, mean: ArrayLike,
   """
   mean = _as_float(mean, "mean")
   log_variance = _as_float(log_variance, "log_variance")
+  try:
+    fits = jnp.broadcast_shapes(log_variance.shape, mean.shape) == mean.shape
+  except ValueError:
+    fits = False
+  if not fits:
+    raise ValueError(f"`log_variance` of shape {log_variance.shape} does not "
+                     f"broadcast to `mean`'s shape {mean.shape}.")
   noise = jax.random.normal(rng, mean.shape, mean.dtype)
   return mean + jnp.exp(0.5 * log_variance) * noise
 
@@ -351,6 +362,7 @@ def vib(predictions: ArrayLike, targets: ArrayLike, mean: ArrayLike,
     Scalar loss (or ``(loss, terms)``).
   """
   _check_weight(beta, "beta")
+  _checks.check_scalar(decoder_variance, "decoder_variance")
   _checks.check_positive(decoder_variance, "decoder_variance")
   predictions, targets = _regression_pair(predictions, targets)
   batch, outputs = targets.shape
@@ -386,9 +398,9 @@ def kde_mutual_information(mean: ArrayLike, *,
 
   Args:
     mean: deterministic encoder outputs `[B, d_t]`.
-    noise_log_variance: log of the bottleneck noise variance s^2 (default -1,
-      the fixed value of the common PyTorch implementation); may be traced
-      (a trainable noise level).
+    noise_log_variance: scalar log of the bottleneck noise variance s^2
+      (default -1, the fixed value of the common PyTorch implementation); may
+      be traced (a trainable noise level).
 
   Returns:
     Scalar estimate in nats.
@@ -400,6 +412,7 @@ def kde_mutual_information(mean: ArrayLike, *,
   mean = _as_float(mean, "mean")
   if mean.ndim != 2:
     raise ValueError(f"`mean` must have shape [B, d_t], got {mean.shape}.")
+  _checks.check_scalar(noise_log_variance, "noise_log_variance")
   batch = mean.shape[0]
   log_kernel = (-kernel.squared_distances(mean, mean)
                 / (2.0 * jnp.exp(noise_log_variance)))

@@ -35,9 +35,9 @@ def eps_prediction_error(eps_pred: ArrayLike, eps: ArrayLike, *,
   "simple" loss of one example (Ho et al., 2020, eq. 14, divided by d).
 
   Args:
-    eps_pred: ``[B, ...]`` predicted noise.
-    eps: ``[B, ...]`` the noise that was added.
-    where: optional ``[B]`` mask of examples to include.
+    eps_pred: ``[B, ...]`` predicted noise (floating).
+    eps: ``[B, ...]`` the noise that was added (same shape, floating).
+    where: optional boolean ``[B]`` mask of examples to include.
     reduction: see `divlab.losses.reduce_loss`; 'none' keeps ``[B]``.
 
   Returns:
@@ -48,6 +48,8 @@ def eps_prediction_error(eps_pred: ArrayLike, eps: ArrayLike, *,
     1.0
   """
   eps_pred, eps = jnp.asarray(eps_pred), jnp.asarray(eps)
+  _checks.check_floating(eps_pred, "eps_pred")
+  _checks.check_floating(eps, "eps")
   _checks.check_same_shape(eps_pred, eps, "eps_pred", "eps")
   if eps.ndim < 1:
     raise ValueError("`eps` must have a leading batch axis.")
@@ -77,7 +79,7 @@ def denoising_score_matching(eps_fn: Callable[..., jax.Array], x0: ArrayLike,
     key: PRNG key (split for t, eps and the label dropout).
     schedule: a `divlab.diffusion.VPSchedule` (``alpha``, ``sigma``,
       ``t_min``, ``t_max``).
-    labels: optional ``[B]`` integer classes.
+    labels: optional ``[B]`` integer classes (an integer dtype).
     null_label: the unconditional label (required with ``labels`` when
       ``p_uncond > 0``).
     p_uncond: label-dropout probability in [0, 1].
@@ -94,7 +96,12 @@ def denoising_score_matching(eps_fn: Callable[..., jax.Array], x0: ArrayLike,
     >>> round(float(loss), 1)                      # E eps^2 = 1
     1.0
   """
+  _checks.check_scalar(p_uncond, "p_uncond")
   _checks.check_in_range(p_uncond, "p_uncond", 0.0, 1.0)
+  if not all(hasattr(schedule, a) for a in ("alpha", "sigma", "t_min", "t_max")):
+    raise ValueError("`schedule` must be a VP schedule with `alpha`, `sigma`, "
+                     f"`t_min` and `t_max` (e.g. `linear_schedule()`), got "
+                     f"{type(schedule).__name__}.")
   x0 = jnp.asarray(x0)
   if x0.ndim < 1:
     raise ValueError("`x0` must have a leading batch axis.")
@@ -107,13 +114,21 @@ def denoising_score_matching(eps_fn: Callable[..., jax.Array], x0: ArrayLike,
   x_t = (schedule.alpha(t).reshape(expand) * x0.astype(dtype)
          + schedule.sigma(t).reshape(expand) * eps)
   if labels is not None:
-    labels = jnp.asarray(labels, jnp.int32)
+    labels = jnp.asarray(labels)
+    _checks.check_integer(labels, "labels")
+    labels = labels.astype(jnp.int32)
     if labels.shape != (batch,):
       raise ValueError(f"`labels` must have shape ({batch},), got {labels.shape}.")
     if p_uncond > 0:
       if null_label is None:
         raise ValueError("`null_label` is required when `labels` are dropped "
                          "(p_uncond > 0).")
+      _checks.check_scalar(null_label, "null_label")
+      _checks.check_integer(null_label, "null_label")
       drop = jax.random.bernoulli(key_drop, p_uncond, (batch,))
       labels = jnp.where(drop, null_label, labels)
-  return eps_prediction_error(eps_fn(x_t, t, labels), eps, reduction=reduction)
+  eps_pred = eps_fn(x_t, t, labels)
+  if jnp.shape(eps_pred) != eps.shape:
+    raise ValueError(f"`eps_fn` must return the shape {eps.shape} of `x0`, got "
+                     f"{jnp.shape(eps_pred)}.")
+  return eps_prediction_error(eps_pred, eps, reduction=reduction)
