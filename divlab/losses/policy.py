@@ -33,6 +33,7 @@ k1 in the reward        grad KL(pi || ref)            exact grad KL(pi || ref)
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import jax
@@ -122,6 +123,7 @@ def group_advantages(rewards: ArrayLike,
            [ 0.      ,  0.      ]], dtype=float32)
   """
   _check_choice(std, "std", STD_KINDS)
+  _checks.check_scalar(eps, "eps")
   if _checks.is_concrete_number(eps) and not float(eps) >= 0:
     raise ValueError(f"`eps` must be >= 0, got {eps!r}.")
   r = _as_float(rewards, "rewards")
@@ -193,6 +195,7 @@ def kl_estimator(logp: ArrayLike,
   """
   _check_choice(kind, "kind", KL_KINDS)
   if clamp is not None:
+    _checks.check_scalar(clamp, "clamp")
     _checks.check_positive(clamp, "clamp")
   logp = _as_float(logp, "logp")
   ref_logp = sg(_as_float(ref_logp, "ref_logp"))
@@ -238,10 +241,14 @@ def ppo_clip(logp: ArrayLike,
     >>> ppo_clip(jnp.log(jnp.array([0.6])), jnp.log(jnp.array([0.4])), jnp.array([1.]))
     Array([-1.2], dtype=float32)
   """
+  _checks.check_scalar(clip_low, "clip_low")
   _checks.check_in_range(clip_low, "clip_low", 0.0, 1.0, high_inclusive=False)
+  _checks.check_scalar(clip_high, "clip_high")
   _checks.check_in_range(clip_high, "clip_high", 0.0, float("inf"))
+  _checks.check_scalar(log_ratio_clamp, "log_ratio_clamp")
   _checks.check_positive(log_ratio_clamp, "log_ratio_clamp")
   if dual_clip is not None:
+    _checks.check_scalar(dual_clip, "dual_clip")
     _checks.check_in_range(dual_clip, "dual_clip", 1.0, float("inf"), low_inclusive=False)
   logp = _as_float(logp, "logp")
   old_logp = sg(_as_float(old_logp, "old_logp"))
@@ -344,7 +351,8 @@ def grpo_loss(logp: ArrayLike,
   Args:
     logp: ``[B, T]`` log pi_theta of the sampled tokens.
     old_logp: ``[B, T]`` log pi_old (equal to ``sg(logp)`` when on-policy).
-    advantages: ``[B]`` sequence advantages (`group_advantages`) or ``[B, T]``.
+    advantages: ``[B]`` (or ``[B, 1]``) sequence advantages (`group_advantages`)
+      or ``[B, T]`` per-token ones.
     where: ``[B, T]`` completion-token mask.
     ref_logp: ``[B, T]`` reference log-probs, needed when ``kl_coef > 0``.
     kl_coef: beta >= 0.
@@ -366,13 +374,24 @@ def grpo_loss(logp: ArrayLike,
   """
   _check_choice(aggregation, "aggregation", AGGREGATIONS)
   _check_choice(kl_in, "kl_in", ("loss", "reward"))
+  _check_choice(kl_kind, "kl_kind", KL_KINDS)
+  _checks.check_scalar(kl_coef, "kl_coef")
   if _checks.is_concrete_number(kl_coef) and not float(kl_coef) >= 0:
     raise ValueError(f"`kl_coef` must be >= 0, got {kl_coef!r}.")
-  if max_length is not None and int(max_length) < 1:
-    raise ValueError(f"`max_length` must be >= 1, got {max_length!r}.")
+  if kl_clamp is not None:  # checked here so that the message names `kl_clamp`
+    _checks.check_scalar(kl_clamp, "kl_clamp")
+    _checks.check_positive(kl_clamp, "kl_clamp")
+  if max_length is not None and (isinstance(max_length, bool)
+                                 or not isinstance(max_length, numbers.Integral)
+                                 or max_length < 1):
+    raise ValueError(f"`max_length` must be a Python int >= 1, got {max_length!r}.")
   logp = _tokens(logp, "logp")
   mask = _token_mask(where, logp.shape)
   adv = sg(_as_float(advantages, "advantages"))
+  # Only the documented layouts: a [T] array would broadcast along the tokens.
+  if adv.shape not in (logp.shape[:1], logp.shape[:1] + (1,), logp.shape):
+    raise ValueError(f"`advantages` must have shape {logp.shape[:1]} (per sequence) "
+                     f"or {logp.shape} (per token), got {adv.shape}.")
   if adv.shape == logp.shape[:1]:
     adv = adv[:, None]
   zero_coef = _checks.is_concrete_number(kl_coef) and float(kl_coef) == 0
@@ -472,8 +491,10 @@ def disco(logp: ArrayLike,
     Array(-0.6931472, dtype=float32)
   """
   _check_choice(score, "score", ("log_l", "l_ratio"))
+  _checks.check_scalar(tau, "tau")
   _checks.check_positive(tau, "tau")
   for value, name in ((delta, "delta"), (beta, "beta")):
+    _checks.check_scalar(value, name)
     if _checks.is_concrete_number(value) and not float(value) >= 0:
       raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
   logp = _tokens(logp, "logp")
@@ -482,6 +503,7 @@ def disco(logp: ArrayLike,
   mask = _token_mask(where, logp.shape)
   r = sg(_as_float(rewards, "rewards"))
   ids = jnp.asarray(group_ids)
+  _checks.check_integer(ids, "group_ids")
   if r.shape != logp.shape[:1] or ids.shape != r.shape:
     raise ValueError(f"`rewards` and `group_ids` must have shape {logp.shape[:1]}, got "
                      f"{r.shape} and {ids.shape}.")
@@ -541,6 +563,7 @@ def dph_rehearsal(logp: ArrayLike,
   """
   _check_choice(kind, "kind", ("forward", "js", "alpha"))
   if kind == "alpha":
+    _checks.check_scalar(alpha, "alpha")
     _checks.check_in_range(alpha, "alpha", 0.0, 1.0, low_inclusive=False,
                            high_inclusive=False)
   logp = _as_float(logp, "logp")
@@ -595,10 +618,14 @@ def kdrl(logp: ArrayLike,
     >>> kdrl(logp, logp, jnp.array([0.]), jnp.log(jnp.array([[0.25]])), kd_coef=1.0)
     Array(0.2402265, dtype=float32)
   """
+  _checks.check_scalar(kd_coef, "kd_coef")
   if _checks.is_concrete_number(kd_coef) and not float(kd_coef) >= 0:
     raise ValueError(f"`kd_coef` must be >= 0, got {kd_coef!r}.")
   _check_choice(aggregation, "aggregation", AGGREGATIONS)
+  _check_choice(kd_kind, "kd_kind", KL_KINDS)
   logp = _tokens(logp, "logp")
+  _checks.check_same_shape(logp, _as_float(teacher_logp, "teacher_logp"), "logp",
+                           "teacher_logp")
   mask = _token_mask(where, logp.shape)
   kd_mask = mask if kd_where is None else mask & _checks.broadcast_mask(
       kd_where, logp.shape, "kd_where")
