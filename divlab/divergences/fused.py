@@ -104,11 +104,11 @@ def fused_chunk_plan(num_tokens: int, hidden_size: int, vocab_size: int, *,
   chunks, rows rounded up to a multiple of 16), so padding stays small.
 
   Args:
-    num_tokens: the number of rows ``B*T``.
-    hidden_size: the student's hidden size ``H``.
-    vocab_size: the number of classes ``V``.
+    num_tokens: the number of rows ``B*T`` (a Python int >= 0).
+    hidden_size: the student's hidden size ``H`` (an int >= 1).
+    vocab_size: the number of classes ``V`` (an int >= 1).
     grad_itemsize: bytes per logit gradient (2 for bf16 inputs, 4 for f32).
-    chunk_size: rows per chunk, or None for the budget's choice.
+    chunk_size: rows per chunk (an int >= 1), or None for the budget's choice.
 
   Returns:
     ``(rows, chunks_per_group, num_groups)``; ``rows * chunks_per_group *
@@ -120,6 +120,11 @@ def fused_chunk_plan(num_tokens: int, hidden_size: int, vocab_size: int, *,
     >>> fused_chunk_plan(500, 4096, 128256)  # fits: one chunk
     (500, 1, 1)
   """
+  _check_count(num_tokens, "num_tokens", minimum=0)
+  for value, name in ((hidden_size, "hidden_size"), (vocab_size, "vocab_size"),
+                      (grad_itemsize, "grad_itemsize")):
+    _check_count(value, name, minimum=1)
+  _check_chunk_size(chunk_size)
   num_tokens = max(num_tokens, 1)
   max_rows = max(_CHUNK_BUDGET_BYTES // (4 * vocab_size), _ROW_ALIGNMENT)
   max_rows -= max_rows % _ROW_ALIGNMENT
@@ -424,6 +429,12 @@ def _check_hidden_and_weight(hidden, weight, bias, prefix: str):
       raise ValueError(f"`{prefix}_bias` must have shape [{weight.shape[1]}] "
                        f"(one entry per class), got {bias.shape}.")
   return hidden, weight, bias
+
+
+def _check_count(value, name: str, minimum: int) -> None:
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value < minimum):
+    raise ValueError(f"`{name}` must be a Python int >= {minimum}, got {value!r}.")
 
 
 def _check_chunk_size(chunk_size) -> None:
