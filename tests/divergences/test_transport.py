@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+import scipy.special
 import scipy.stats
 
 from divlab.divergences import transport
@@ -148,6 +149,41 @@ def test_sinkhorn_with_weights_matches_linear_program():
   with jax.enable_x64(True):
     got = float(sinkhorn(x, y, 0.01, a=a, b=b, threshold=1e-7, max_iterations=20000))
   np.testing.assert_allclose(got, exact, rtol=2e-3)
+
+
+def entropic_plan(x, y, epsilon, a=None, b=None, iterations=3000):
+  """The entropic OT plan of C_ij = |x_i - y_j|^2, log-domain Sinkhorn in float64."""
+  cost = cost_matrix(x, y)
+  a = np.full(len(x), 1 / len(x)) if a is None else a / a.sum()
+  b = np.full(len(y), 1 / len(y)) if b is None else b / b.sum()
+  f, g = np.zeros(len(x)), np.zeros(len(y))
+  for _ in range(iterations):
+    f = -epsilon * scipy.special.logsumexp((g[None] - cost) / epsilon, b=b[None], axis=1)
+    g = -epsilon * scipy.special.logsumexp((f[:, None] - cost) / epsilon, b=a[:, None],
+                                           axis=0)
+  plan = np.exp((f[:, None] + g[None] - cost) / epsilon) * a[:, None] * b[None]
+  return plan, cost, np.outer(a, b)
+
+
+def regularised_cost(x, y, epsilon):
+  """<P, C> + epsilon KL(P || a b^T) at the entropic plan."""
+  plan, cost, product = entropic_plan(x, y, epsilon)
+  return np.sum(plan * cost) + epsilon * np.sum(scipy.special.rel_entr(plan, product))
+
+
+@pytest.mark.parametrize("epsilon", [0.3, 2.0])
+def test_sinkhorn_and_divergence_match_float64_log_domain_sinkhorn(epsilon):
+  # Moderate epsilon, where the entropic values differ from W_2^2: the primal
+  # cost <P, C> and the debiased S = OT(x, y) - (OT(x, x) + OT(y, y)) / 2 of
+  # the regularised costs, as the docstrings define them.
+  plan, cost, _ = entropic_plan(X, Y, epsilon)
+  expected_divergence = regularised_cost(X, Y, epsilon) - 0.5 * (
+      regularised_cost(X, X, epsilon) + regularised_cost(Y, Y, epsilon))
+  with jax.enable_x64(True):
+    primal = float(sinkhorn(X, Y, epsilon, threshold=1e-10))
+    divergence = float(sinkhorn_divergence(X, Y, epsilon, threshold=1e-10))
+  np.testing.assert_allclose(primal, np.sum(plan * cost), rtol=1e-8)
+  np.testing.assert_allclose(divergence, expected_divergence, rtol=1e-8)
 
 
 def test_sinkhorn_divergence_nonnegative_and_debiased():
