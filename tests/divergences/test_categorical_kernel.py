@@ -151,6 +151,15 @@ def test_bfloat16_inputs_accumulate_in_float32_and_return_input_dtype_gradients(
   np.testing.assert_allclose(np.asarray(rows), ref, rtol=1e-5)
   assert grads[0].dtype == jnp.bfloat16 and grads[1].dtype == jnp.bfloat16
   assert float(value) == pytest.approx(ref.sum(), rel=1e-5)
+  # Closed forms, rounded once to bf16: dKL/dp = P (log P - log Q - KL),
+  # dKL/dq = Q - P (8 significant bits, relative to each gradient's scale).
+  log_pp = scipy.special.log_softmax(np.asarray(p, np.float64), -1)
+  log_qq = scipy.special.log_softmax(np.asarray(q, np.float64), -1)
+  pp, qq = np.exp(log_pp), np.exp(log_qq)
+  expected = [pp * (log_pp - log_qq - ref[:, None]), qq - pp]
+  for grad, want in zip(grads, expected):
+    np.testing.assert_allclose(np.asarray(grad, np.float64), want, rtol=2.0 ** -7,
+                               atol=2.0 ** -8 * np.abs(want).max())
 
 
 def test_hessian_through_the_kernel_path_is_the_fisher_metric():
