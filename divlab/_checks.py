@@ -142,7 +142,13 @@ def check_integer(x: jax.typing.ArrayLike, name: str) -> None:
 
 
 def check_scalar(value: Any, name: str) -> None:
-  """Raises ValueError unless `value` is 0-d (a number, or a traced scalar)."""
+  """Raises ValueError unless `value` is a 0-d number (concrete or traced).
+
+  A string or None (say a config value left unset or unparsed) is refused
+  here rather than failing later inside the arithmetic.
+  """
+  if not isinstance(value, numbers.Number) and not hasattr(value, "dtype"):
+    raise ValueError(f"`{name}` must be a number, got {value!r}.")
   if jnp.ndim(value) != 0:
     raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}.")
 

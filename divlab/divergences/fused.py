@@ -468,11 +468,6 @@ def _check_token_mask(where, leading_shape):
   return _checks.broadcast_mask(where, leading_shape, "where")
 
 
-def _check_scalar_hyperparameter(value, name: str) -> None:
-  if jnp.ndim(value) != 0:
-    raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}.")
-
-
 def _reduction_weights(reduction, mask, normalizer, dtype) -> jax.Array:
   """The per-token coefficients of `reduce_loss`, which is linear in its values."""
   def reduce(values):
@@ -581,11 +576,11 @@ def fused_linear_divergence(student_hidden: ArrayLike,
   if w_t.shape[1] != w_s.shape[1]:
     raise ValueError(f"`teacher_weight` has {w_t.shape[1]} classes, "
                      f"`student_weight` {w_s.shape[1]}: they must agree.")
-  _check_scalar_hyperparameter(temperature, "temperature")
+  _checks.check_scalar(temperature, "temperature")
   _checks.check_positive(temperature, "temperature")
   if _checks.is_concrete_number(temperature) and not math.isfinite(float(temperature)):
     raise ValueError(f"`temperature` must be finite, got {temperature!r}.")
-  _check_scalar_hyperparameter(beta, "beta")
+  _checks.check_scalar(beta, "beta")
   _checks.check_in_range(beta, "beta", 0.0, 1.0)
   _check_chunk_size(chunk_size)
   accumulation_dtype = _check_accumulation_dtype(accumulation_dtype, w_s.dtype)

@@ -176,6 +176,7 @@ CASES = [
     ("kd temperature inf", lambda: kd.kd(S, T, temperature=np.inf), "temperature"),
     ("kd alpha > 1", lambda: kd.kd(S, T, Y, alpha=1.5), "alpha"),
     ("kd reduction", lambda: kd.kd(S, T, reduction="avg"), "reduction"),
+    ("kd temperature str", lambda: kd.kd(S, T, temperature="2"), "temperature"),
     ("reverse_kl_kd shapes", lambda: kd.reverse_kl_kd(S, T[:1]), "teacher_logits"),
     ("reverse_kl_kd temperature", lambda: kd.reverse_kl_kd(S, T, temperature=-1.0),
      "temperature"),
@@ -317,6 +318,7 @@ CASES = [
      "reduction"),
     ("npo shapes", lambda: ul.npo(LOGP, LOGP[:1]), "forget_ref_logp"),
     ("npo beta", lambda: ul.npo(LOGP, LOGP2, beta=0.0), "beta"),
+    ("npo beta None", lambda: ul.npo(LOGP, LOGP2, beta=None), "beta"),
     ("npo where shape", lambda: ul.npo(LOGP, LOGP2, where=np.ones(3, bool)), "where"),
     ("npo normalizer stray", lambda: ul.npo(LOGP, LOGP2, normalizer=2.0),
      "normalizer"),
@@ -479,6 +481,7 @@ CASES = [
     ("dpo shapes", lambda: po.dpo(LOGP, LOGP2, LOGP, LOGP2[:1]), "ref_rejected_logp"),
     ("dpo int", lambda: po.dpo(np.array([1, 2]), LOGP2, LOGP, LOGP2), "chosen_logp"),
     ("dpo beta", lambda: po.dpo(LOGP, LOGP2, LOGP, LOGP2, beta=0.0), "beta"),
+    ("dpo beta str", lambda: po.dpo(LOGP, LOGP2, LOGP, LOGP2, beta="0.1"), "beta"),
     ("dpo label_smoothing", lambda: po.dpo(
         LOGP, LOGP2, LOGP, LOGP2, label_smoothing=0.6), "label_smoothing"),
     ("dpo where shape", lambda: po.dpo(
@@ -688,6 +691,8 @@ CASES = [
         TOKEN_LOGP, TOKEN_LOGP, LOGP, np.array([0, 0]), beta=-1.0), "beta"),
     ("kl_estimator clamp < 0", lambda: policy.kl_estimator(
         TOKEN_LOGP, TOKEN_LOGP, clamp=-1.0), "clamp"),
+    ("kl_estimator clamp str", lambda: policy.kl_estimator(
+        TOKEN_LOGP, TOKEN_LOGP, clamp="10"), "clamp"),
     ("ppo_clip clip_low not scalar", lambda: policy.ppo_clip(
         TOKEN_LOGP, TOKEN_LOGP, np.ones((2, 1), F32), clip_low=np.ones(3, F32)),
      "clip_low"),
@@ -722,6 +727,8 @@ CASES = [
         H, W, H, W, divergence="chi2"), "divergence"),
     ("fused_linear_divergence temperature", lambda: fused.fused_linear_divergence(
         H, W, H, W, temperature=-1.0), "temperature"),
+    ("fused_linear_divergence temperature str", lambda: fused.fused_linear_divergence(
+        H, W, H, W, temperature="1"), "temperature"),
     ("fused_linear_divergence temperature shape", lambda: fused.fused_linear_divergence(
         H, W, H, W, temperature=np.ones(2, F32)), "temperature"),
     ("fused_linear_divergence beta", lambda: fused.fused_linear_divergence(
