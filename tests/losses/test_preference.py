@@ -637,15 +637,18 @@ def test_where_excludes_pairs_holding_nan(pairs):
   mask = np.array([True, False, True, True, False])
   lw[~mask] = np.nan
   ll[~mask] = -np.inf
-  for name, fn in [("dpo", pref.dpo), ("ipo", pref.ipo),
-                   ("f_dpo", functools.partial(pref.f_dpo, divergence="forward_kl"))]:
+  clean = [np.asarray(a)[mask] for a in (lw, ll, rw, rl)]
+  for name, fn, reference in [
+      ("dpo", pref.dpo, np_dpo(*clean, 0.1)), ("ipo", pref.ipo, np_ipo(*clean, 0.1)),
+      ("f_dpo", functools.partial(pref.f_dpo, divergence="forward_kl"),
+       np_f_dpo(*clean, 0.1, "forward_kl"))]:
     values = fn(lw, ll, rw, rl, where=mask)
     assert np.all(np.asarray(values)[~mask] == 0), name
+    check_close(np.asarray(values)[mask], reference)
     grad = jax.grad(lambda x: fn(x, ll, rw, rl, where=mask, reduction="sum"))(lw)
     assert np.all(np.asarray(grad)[~mask] == 0) and np.all(np.isfinite(grad)), name
     mean = fn(lw, ll, rw, rl, where=mask, reduction="mean")
-    clean = [np.asarray(a)[mask] for a in (lw, ll, rw, rl)]
-    np.testing.assert_allclose(mean, np.mean(fn(*clean)), rtol=1e-6)
+    np.testing.assert_allclose(mean, np.mean(reference), rtol=1e-6)
 
 
 def test_reference_inputs_get_no_gradient(pairs, token_inputs):
