@@ -45,6 +45,33 @@ def test_exact_noise_oracle_has_zero_loss_and_offset_costs_its_square():
       rtol=1e-4)
 
 
+def test_loss_is_the_mean_squared_error_of_the_drawn_noise():
+  # Record the (t, x_t) the loss feeds the network, recover its noise from the
+  # linear schedule's closed form, eps = (x_t - alpha_t x0) / sigma_t, and
+  # score a fixed affine predictor in float64: mean over examples of
+  # ||eps_hat - eps||^2 / d.
+  x0 = np.random.default_rng(6).normal(size=(32, 3, 2))
+  seen = {}
+
+  def predictor(x_t, t, labels):
+    del labels
+    seen["x_t"], seen["t"] = x_t, t
+    return 0.3 * x_t + 0.1
+
+  with jax.enable_x64(True):
+    loss = float(dsm.denoising_score_matching(predictor, jnp.asarray(x0), jax.random.key(7),
+                                              SCHEDULE))
+  x_t, t = np.asarray(seen["x_t"]), np.asarray(seen["t"])
+  assert np.all((t >= SCHEDULE.t_min) & (t <= SCHEDULE.t_max)) and np.ptp(t) > 0.5
+  log_alpha = (-0.25 * t ** 2 * (20.0 - 0.1) - 0.5 * t * 0.1)[:, None, None]
+  alpha, sigma = np.exp(log_alpha), np.sqrt(-np.expm1(2 * log_alpha))
+  eps = (x_t - alpha * x0) / sigma
+  # The recovered noise is standard normal (a loose sanity check of the draws).
+  assert abs(eps.mean()) < 0.3 and abs(eps.std() - 1) < 0.2
+  expected = np.mean(np.sum((0.3 * x_t + 0.1 - eps) ** 2, axis=(1, 2)) / 6)
+  np.testing.assert_allclose(loss, expected, rtol=1e-10)
+
+
 def test_zero_predictor_costs_the_noise_variance():
   # E ||eps||^2 / d = 1: with 20000 x 4 draws, within 2% (about 7 sigma).
   loss = dsm.denoising_score_matching(lambda x, t, y: jnp.zeros_like(x),
