@@ -46,6 +46,9 @@ def test_select_ridge_prefers_the_lightest_penalty_without_noise():
   best, errors = datamodels.select_ridge(masks, outputs, [1e-6, 1.0, 100.0])
   assert best == 1e-6
   assert errors[1e-6] < errors[1.0] < errors[100.0]
+  # Noise-free linear outputs: the lightest penalty recovers them, so its
+  # held-out error is zero up to the penalty's bias (order ridge^2).
+  assert errors[1e-6] < 1e-10
 
 
 def test_select_ridge_prefers_shrinkage_for_pure_noise():
