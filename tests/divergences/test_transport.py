@@ -151,11 +151,13 @@ def test_sinkhorn_with_weights_matches_linear_program():
   np.testing.assert_allclose(got, exact, rtol=2e-3)
 
 
-def entropic_plan(x, y, epsilon):
-  """The entropic OT plan of C_ij = |x_i - y_j|^2: log-domain Sinkhorn in float64,
-  iterated until both marginals are exact to 1e-13."""
+def entropic_plan(x, y, epsilon, a=None, b=None):
+  """The entropic OT plan of C_ij = |x_i - y_j|^2 between weights a and b
+  (uniform by default): log-domain Sinkhorn in float64, iterated until both
+  marginals are exact to 1e-13."""
   cost = cost_matrix(x, y)
-  a, b = np.full(len(x), 1 / len(x)), np.full(len(y), 1 / len(y))
+  a = np.full(len(x), 1 / len(x)) if a is None else a / a.sum()
+  b = np.full(len(y), 1 / len(y)) if b is None else b / b.sum()
   f, g = np.zeros(len(x)), np.zeros(len(y))
   for _ in range(20000):
     f = -epsilon * scipy.special.logsumexp((g[None] - cost) / epsilon, b=b[None], axis=1)
@@ -186,6 +188,12 @@ def test_sinkhorn_and_divergence_match_float64_log_domain_sinkhorn(epsilon):
     divergence = float(sinkhorn_divergence(X, Y, epsilon, threshold=1e-10))
   np.testing.assert_allclose(primal, np.sum(plan * cost), rtol=1e-8)
   np.testing.assert_allclose(divergence, expected_divergence, rtol=1e-8)
+  # Weighted measures (normalised by the function).
+  a, b = np.linspace(0.5, 1.5, len(X)), np.linspace(2.0, 0.2, len(Y))
+  plan, cost, _ = entropic_plan(X, Y, epsilon, a, b)
+  with jax.enable_x64(True):
+    weighted = float(sinkhorn(X, Y, epsilon, a=a, b=b, threshold=1e-10))
+  np.testing.assert_allclose(weighted, np.sum(plan * cost), rtol=1e-8)
 
 
 def test_sinkhorn_divergence_nonnegative_and_debiased():
