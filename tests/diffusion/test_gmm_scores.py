@@ -152,6 +152,28 @@ def test_classifier_free_guidance_formula(kind):
   np.testing.assert_allclose(outputs(kind)["guided"][0], uncond, rtol=1e-10)
 
 
+def test_eps_functions_of_a_schedule_match_numpy_at_its_alpha_and_sigma():
+  # mixture_eps_fn / guided_mixture_eps_fn at time t use the linear schedule's
+  # alpha_t and sigma_t: log alpha = -t^2 (20 - 0.1) / 4 - 0.1 t / 2.
+  from divlab.diffusion import schedules  # pylint: disable=import-outside-toplevel
+  t = 0.37
+  alpha = np.exp(-0.25 * t ** 2 * (20.0 - 0.1) - 0.5 * t * 0.1)
+  sigma = np.sqrt(1.0 - alpha ** 2)
+  schedule = schedules.linear_schedule(0.1, 20.0)
+  comps = numpy_mixture(FULL_COVS, WEIGHTS, alpha, sigma)
+  comps0 = [c for c in numpy_mixture(FULL_COVS, class_weights(0), alpha, sigma) if c[0] > 0]
+  uncond, cond = numpy_eps(POINTS, comps, sigma), numpy_eps(POINTS, comps0, sigma)
+  with jax.enable_x64(True):
+    mixture = make("full")  # float64 parameters
+    x, time = jnp.asarray(POINTS), jnp.float64(t)
+    plain = gmm.mixture_eps_fn(mixture, schedule)(x, time)
+    conditional = gmm.mixture_eps_fn(mixture, schedule, 0)(x, time)
+    guided = gmm.guided_mixture_eps_fn(mixture, schedule, 0, 3.0)(x, time)
+  np.testing.assert_allclose(plain, uncond, rtol=1e-10)
+  np.testing.assert_allclose(conditional, cond, rtol=1e-10)
+  np.testing.assert_allclose(guided, uncond + 3.0 * (cond - uncond), rtol=1e-10, atol=1e-12)
+
+
 _sample = jax.jit(gmm.sample_mixture, static_argnames="num_samples")
 
 
