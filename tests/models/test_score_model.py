@@ -20,12 +20,12 @@ def test_sinusoidal_embedding_matches_formula():
 
 
 def _perturbed(model, x, t, y):
-  params = model.init(jax.random.key(0), x, t, y)["params"]
-  # The output layer starts at zero; move every weight so conditioning shows.
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  return jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape)
-                                   for p, k in zip(leaves, keys)])
+  """Parameters of the model's shapes (traced by eval_shape: nothing compiled),
+  drawn at random; the output layer starts at zero in `init`, which would hide
+  the conditioning."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x, t, y)["params"]
+  rng = np.random.default_rng(1)
+  return jax.tree.map(lambda a: (0.3 * rng.normal(size=a.shape)).astype(np.float32), shapes)
 
 
 def test_shapes_conditioning_and_null_label():

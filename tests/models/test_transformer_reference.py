@@ -102,12 +102,12 @@ def test_logits_match_the_float64_forward_pass(position_encoding, tie_embeddings
   mask = np.ones((3, 7), bool)
   mask[1, :2] = False
   mask[2, -1] = False
-  params = model.init(jax.random.key(0), jnp.asarray(tokens))["params"]
-  # Move every weight off its initial value (zero biases, unit norm scales)
-  # so that each one enters the logits.
-  leaves, tree = jax.tree.flatten(params)
-  noise = [0.3 * rng.normal(size=leaf.shape).astype(np.float32) for leaf in leaves]
-  params = jax.tree.unflatten(tree, [leaf + n for leaf, n in zip(leaves, noise)])
+  # Random parameters of the model's shapes (eval_shape traces init without
+  # compiling it); norm scales around 1, every bias non-zero.
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.asarray(tokens))["params"]
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, a: ((path[-1].key == "scale") + 0.3 * rng.normal(size=a.shape)
+                       ).astype(np.float32), shapes)
   got = np.asarray(jax.jit(lambda p, x, m: model.apply({"params": p}, x, token_mask=m))(
       params, tokens, mask))
   expected = reference_logits(params, tokens, mask, position_encoding, tie_embeddings)
