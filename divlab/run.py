@@ -298,6 +298,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     raise UsageError(f"`experiment`={config.experiment!r} names no package "
                      f"experiments/{config.experiment}/ ({err}).") from err
   import jax  # pylint: disable=g-import-not-at-top
+  from divlab.train import files  # pylint: disable=g-import-not-at-top
   from divlab.train import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from divlab.train import parallel  # pylint: disable=g-import-not-at-top
   is_main = jax.process_index() == 0
@@ -310,7 +311,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       fresh = not (workdir / "config.json").exists()
       # Written only now that the config, the experiment and the workdir have
       # passed their checks.
-      (workdir / "config.json").write_text(config_to_json(config))
+      files.write_atomically(workdir / "config.json", config_to_json(config))
       if not fresh:
         reopened = reopen_corrupt_subruns(workdir)
     except UsageError as err:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
 import shutil
 from typing import Any, Optional
@@ -30,6 +29,8 @@ from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from divlab.train import files
 
 PyTree = Any
 CHECKSUM_FILE = "divlab_checksums.json"
@@ -54,11 +55,8 @@ def save_tree(path: str | pathlib.Path, tree: Any) -> None:
   path = pathlib.Path(path)
   if jax.process_index() != 0:
     return
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_bytes(flax.serialization.msgpack_serialize(
+  files.write_atomically(path, flax.serialization.msgpack_serialize(
       jax.tree.map(np.asarray, jax.device_get(tree))))
-  tmp.replace(path)
 
 
 def load_tree(path: str | pathlib.Path) -> Any:
@@ -199,11 +197,10 @@ class Checkpointer:
     self._manager.wait_until_finished()
     if saved and jax.process_index() == 0:
       # Written after orbax has renamed the step into place, so it covers
-      # exactly the files a restore will read; tmp + rename keeps it atomic.
+      # exactly the files a restore will read.
       step_dir = self.step_dir(step)
-      tmp = step_dir / (CHECKSUM_FILE + ".tmp")
-      tmp.write_text(json.dumps({"sha256": file_digests(step_dir)}, indent=1))
-      os.replace(tmp, step_dir / CHECKSUM_FILE)
+      files.write_atomically(step_dir / CHECKSUM_FILE,
+                             json.dumps({"sha256": file_digests(step_dir)}, indent=1))
     return saved
 
   def _set_aside(self, step: int, reason: str) -> None:

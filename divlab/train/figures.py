@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-import uuid
 
+from divlab.train import files
 from divlab.train import metrics
 
 
@@ -75,18 +75,8 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> None:
 
 
 def _write_atomically(fig, path: pathlib.Path, image_format: str, dpi: int) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # Same folder, so the rename never crosses file systems (which would copy);
-  # a random part, so two writers never share a temporary file; opened the
-  # ordinary way, so the image gets the usual permissions (mkstemp's are 0600).
-  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-  try:
-    with open(tmp, "xb") as stream:
-      fig.savefig(stream, format=image_format, dpi=dpi)
-    os.replace(tmp, path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
+  with files.atomic_output(path) as stream:
+    fig.savefig(stream, format=image_format, dpi=dpi)
 
 
 def _close(fig) -> None:

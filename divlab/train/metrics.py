@@ -21,6 +21,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
+from divlab.train import files
+
 
 def is_writer() -> bool:
   """Whether this process writes per-run files (process 0 of the job)."""
@@ -37,11 +39,20 @@ def write_json(path: str | pathlib.Path, value: Any, **dumps_kwargs) -> None:
   """
   if not is_writer():
     return
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(value, default=_to_python, **dumps_kwargs))
-  tmp.replace(path)
+  files.write_atomically(path, json.dumps(value, default=_to_python, **dumps_kwargs))
+
+
+def write_npz(path: str | pathlib.Path, **arrays: Any) -> None:
+  """Writes ``np.savez(path, **arrays)`` atomically, on process 0 only.
+
+  Args:
+    path: the ``.npz`` file to (over)write; its folder is created.
+    **arrays: the named arrays (host or device), read back by ``np.load``.
+  """
+  if not is_writer():
+    return
+  with files.atomic_output(path) as stream:
+    np.savez(stream, **arrays)
 
 
 class MetricWriter:
@@ -70,7 +81,7 @@ class MetricWriter:
       keep = [line for line in self.path.read_text().splitlines()
               if line.strip() and resume_step is not None
               and json.loads(line)["step"] <= resume_step]
-      self.path.write_text("".join(line + "\n" for line in keep))
+      files.write_atomically(self.path, "".join(line + "\n" for line in keep))
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(str(self.workdir / "tensorboard"),
@@ -213,13 +224,12 @@ def write_results(workdir: str | pathlib.Path, rows: Sequence[Mapping[str, Any]]
   if notes:
     text += f"\n{notes.strip()}\n"
   if is_writer():
-    workdir.mkdir(parents=True, exist_ok=True)
     table = {"title": title, "rows": rows}
     if nan_allowed:
       table["nan_allowed"] = list(nan_allowed)
-    (workdir / f"{filename}.json").write_text(
-        json.dumps(table, indent=2, default=_to_python))
-    (workdir / f"{filename}.md").write_text(text)
+    files.write_atomically(workdir / f"{filename}.json",
+                           json.dumps(table, indent=2, default=_to_python))
+    files.write_atomically(workdir / f"{filename}.md", text)
   return text
 
 

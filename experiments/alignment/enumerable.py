@@ -332,8 +332,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   plot(workdir / "reward_vs_kl.png", trajectories, curves_per_seed, records,
        title=(f"Enumerable task (V={cfg.vocab_size}, L={cfg.length}, beta={beta:g}; "
               f"{len(seeds)} seeds)"))
-  np.savez(workdir / "trajectories.npz",
-           **{f"{m}/{k}": v for m, t in trajectories.items() for k, v in t.items()})
+  metrics_lib.write_npz(workdir / "trajectories.npz",
+                        **{f"{m}/{k}": v for m, t in trajectories.items() for k, v in t.items()})
   metrics_lib.write_json(workdir / "claims.json", claims, indent=2)
   metrics_lib.write_json(workdir / "timings.json", timings, indent=2)
   notes = _notes(config, seeds, claims)

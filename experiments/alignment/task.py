@@ -377,7 +377,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
     for i, (rec, margin) in enumerate(zip(evaluated, margins)):
       method, k = group[i // len(seeds)], i % len(seeds)
       group_records.append({"method": method, "seed": seeds[k], **rec, **margin})
-    done.write_text(json.dumps(group_records))
+    metrics_lib.write_json(done, group_records)
     records += group_records
   rows = metrics_lib.aggregate_seeds(records, keys=("method",), metrics=METRICS)
   labels = {"sft": "SFT (reference)", **task_losses.METHODS}
@@ -389,10 +389,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
       workdir, rows, title=f"Preference optimisation on the {config.task.name} task",
       columns=("label", "reward", "exact", "greedy_exact", "kl", "kl_se", "distinct",
                "pair_accuracy", "seeds"), notes=notes)
-  (workdir / "pairs.json").write_text(json.dumps({
+  metrics_lib.write_json(workdir / "pairs.json", {
       "pairs_per_seed": pair_counts,
       "chosen_reward": [float(p["chosen_reward"].mean()) for p in pairs],
-      "rejected_reward": [float(p["rejected_reward"].mean()) for p in pairs]}))
+      "rejected_reward": [float(p["rejected_reward"].mean()) for p in pairs]})
   from experiments.alignment import task_plots  # pylint: disable=g-import-not-at-top
   task_plots.reward_vs_kl(workdir / "reward_vs_kl.png", rows)
   print(text)

@@ -25,7 +25,6 @@ references), ``dmm_scaling.png``.
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -179,6 +178,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   print(text, flush=True)
   plots.klom_scaling(workdir / "dmm_scaling.png", curves,
                      title=f"DMM on {config.data.name} (N = {config.num_models})")
-  (workdir / "timings.json").write_text(json.dumps(
-      {"base_ensemble": base_seconds, "total": total}, indent=2))
+  metrics_lib.write_json(workdir / "timings.json",
+                         {"base_ensemble": base_seconds, "total": total}, indent=2)
   return rows

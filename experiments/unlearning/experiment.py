@@ -32,7 +32,6 @@ import pathlib
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -43,6 +42,7 @@ from divlab import eval as dl_eval
 from divlab import models
 from divlab.eval import datamodels as datamodels_lib
 from divlab.losses import softmax_cross_entropy
+from divlab.train import checkpoint
 from divlab.train import ensemble
 from divlab.train import metrics as metrics_lib
 from divlab.train import trainer
@@ -131,7 +131,7 @@ def train_base(config: ml_collections.ConfigDict, path: pathlib.Path, model,
   done = path / "final_metrics.json"
   if done.exists():
     outputs = dict(np.load(outputs_path))
-    params = flax.serialization.msgpack_restore(params_path.read_bytes())
+    params = checkpoint.load_tree(params_path)
     return {"params": params, **outputs}
   train = splits["train"]
   shared: dict[int, dict] = {}  # One copy of the arrays per distinct index set.
@@ -159,9 +159,8 @@ def train_base(config: ml_collections.ConfigDict, path: pathlib.Path, model,
   outputs = {"train_logits": ensemble.ensemble_outputs(apply_fn, params, train["x"]),
              "test_logits": ensemble.ensemble_outputs(apply_fn, params,
                                                       splits["test"]["x"])}
-  np.savez(outputs_path, **outputs)
-  params_path.write_bytes(flax.serialization.msgpack_serialize(
-      jax.tree.map(np.asarray, params)))
+  metrics_lib.write_npz(outputs_path, **outputs)
+  checkpoint.save_tree(params_path, params)
   summary = {role: float(_accuracy(outputs["test_logits"][select(members, role)],
                                    splits["test"]["y"]).mean())
              for role in ROLES if len(select(members, role))}
@@ -198,7 +197,7 @@ def fit_removal_effects(config: ml_collections.ConfigDict, path: pathlib.Path,
     indicator = np.zeros(num_train)
     indicator[forget] = 1.0
     effects[name] = indicator @ fitted.weights
-  np.savez(effects_path, **effects)
+  metrics_lib.write_npz(effects_path, **effects)
   info = {"ridge": ridge, "holdout_mse": {str(k): v for k, v in errors.items()},
           "output_variance": float(outputs.var(0).mean())}
   metrics_lib.write_json(done, info)
@@ -283,7 +282,7 @@ def run_method(config: ml_collections.ConfigDict, path: pathlib.Path, name: str,
       progress=bool(config.get("progress", True)), desc=f"{path.parent.name} {name}")
   train_logits = ensemble.ensemble_outputs(apply_fn, params, splits["train"]["x"])
   test_logits = ensemble.ensemble_outputs(apply_fn, params, splits["test"]["x"])
-  np.savez(logits_path, train_logits=train_logits, test_logits=test_logits)
+  metrics_lib.write_npz(logits_path, train_logits=train_logits, test_logits=test_logits)
   metrics_lib.write_json(done, final)
   return train_logits, test_logits
 
@@ -578,7 +577,7 @@ def _write_outputs(config, workdir, rows, tradeoffs, klom_values, panels, refere
              for m in HISTOGRAM_METHODS if f"{name}/{m}" in klom_values}
     plots.klom_histograms(workdir / f"klom_{name}.png", shown,
                           title=f"KLoM on the forget set {name} (N = {n})")
-  np.savez(workdir / "klom_values.npz",
-           **{f"{key}/{split}": v for key, splits in klom_values.items()
-              for split, v in splits.items()})
+  metrics_lib.write_npz(workdir / "klom_values.npz",
+                        **{f"{key}/{split}": v for key, splits in klom_values.items()
+                           for split, v in splits.items()})
   metrics_lib.write_json(workdir / "timings.json", timings, indent=2)

@@ -325,8 +325,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
                  {m: METHOD_LABELS[m] for m in config.methods},
                  title=(f"NPO synthetic task (d={cfg.dim}, N={cfg.num_features}; "
                         f"median and range over {len(seeds)} seeds)"))
-  np.savez(workdir / "trajectories.npz",
-           **{f"{m}/{k}": v for m, t in trajectories.items() for k, v in t.items()})
+  metrics_lib.write_npz(workdir / "trajectories.npz",
+                        **{f"{m}/{k}": v for m, t in trajectories.items() for k, v in t.items()})
   lrs = ", ".join(f"{METHOD_LABELS[m]} {_learning_rate(config, m):g}"
                   for m in config.methods)
   notes = (
