@@ -180,6 +180,18 @@ def random_labels(seed, shape, num_classes):
   return np.random.default_rng(seed).integers(0, num_classes, size=shape)
 
 
+def np_central_differences(total, x, step=1e-6):
+  """d total(x) / dx in float64 by central differences (x small)."""
+  x = np.asarray(x, np.float64)
+  grad = np.zeros_like(x)
+  for index in np.ndindex(x.shape):
+    up, down = x.copy(), x.copy()
+    up[index] += step
+    down[index] -= step
+    grad[index] = (total(up) - total(down)) / (2 * step)
+  return grad
+
+
 # Jitted entry points shared by the tests (static options as partials).
 kd_jit = jax.jit(dl_kd.kd, static_argnames=("reduction",))
 reverse_kl_kd_jit = jax.jit(dl_kd.reverse_kl_kd)
@@ -291,8 +303,11 @@ class TestKdFamily:
     np.testing.assert_allclose(values[where], np_kd(S, T, Y, 2.0, 0.5)[where],
                                rtol=RTOL, atol=ATOL)
     grad = jit_grad(lambda z: loss(z).sum())(s)
-    assert np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[~where], 0.0)
+    # At the valid positions: the float64 loss's differences on clean inputs.
+    expected = np_central_differences(
+        lambda z: np_kd(z, T, Y, 2.0, 0.5)[where].sum(), S)
+    np.testing.assert_allclose(grad[where], expected[where], rtol=1e-4, atol=1e-6)
 
   def test_mean_reduction_counts_valid_positions_only(self):
     where = np.array([[True, True, False], [True, False, False]])
@@ -316,6 +331,9 @@ class TestKdFamily:
     grad = jit_grad(lambda z: fn(z, T, y, temperature=1.5, alpha=0.4,
                                   class_where=class_where).sum())(S)
     np.testing.assert_array_equal(grad[..., ~class_where], 0.0)
+    expected = np_central_differences(lambda z: np_kd(
+        z, T[..., kept], y_kept, 1.5, 0.4, divergence).sum(), S[..., kept])
+    np.testing.assert_allclose(grad[..., kept], expected, rtol=1e-4, atol=1e-6)
 
   def test_errors(self):
     with pytest.raises(ValueError, match="student_logits"):
@@ -485,8 +503,10 @@ class TestSinkhornKd:
     got = sinkhorn_kd_jit(s, TB, where=where)
     np.testing.assert_allclose(got, 1e-3 * np.sum(want_plan * cost), rtol=1e-4)
     grad = jit_grad(lambda z: sinkhorn_kd_jit(z, TB, where=where))(s)
-    assert np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[~where], 0.0)
+    expected = np_central_differences(
+        lambda z: 1e-3 * np.sum(np.prod(np_sinkhorn(z, TB[where]), axis=0)), SB[where])
+    np.testing.assert_allclose(grad[where], expected, rtol=1e-4, atol=1e-8)
     # A fully padded batch gives 0, not NaN.
     assert sinkhorn_kd_jit(SB, TB, where=np.zeros(5, bool)) == 0.0
 
@@ -499,8 +519,10 @@ class TestSinkhornKd:
     s = np.where(class_where, SB, -np.inf)  # excluded entries may be -inf
     grad = jit_grad(
         lambda z: sinkhorn_kd_jit(z, TB, class_where=class_where))(s)
-    assert np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[:, ~class_where], 0.0)
+    expected = np_central_differences(
+        lambda z: 1e-3 * np.sum(np.prod(np_sinkhorn(z, TB[:, kept]), axis=0)), SB[:, kept])
+    np.testing.assert_allclose(grad[:, kept], expected, rtol=1e-4, atol=1e-8)
 
   def test_errors(self):
     with pytest.raises(ValueError, match="B, C"):
@@ -546,8 +568,10 @@ class TestPlackettLuce:
     np.testing.assert_array_equal(got[~where], 0.0)
     np.testing.assert_allclose(got[where], want[where], rtol=RTOL, atol=ATOL)
     grad = jit_grad(lambda z: loss(z).sum())(S)
-    assert np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[~where], 0.0)
+    expected = np_central_differences(lambda z: np_pl_loss(
+        z, np_ranking(T, Y), np.full(SHAPE, 0.5))[where].sum(), S)
+    np.testing.assert_allclose(grad[where], expected[where], rtol=1e-4, atol=1e-6)
 
   def test_one_hot_first_weight_is_cross_entropy(self):
     ranking = np_ranking(T, Y)
@@ -615,9 +639,12 @@ class TestPlackettLuce:
     np.testing.assert_allclose(got[where], want[where], rtol=RTOL, atol=ATOL)
     grad = jit_grad(lambda z: pld_jit(z, T, y, where=where,
                                        class_where=class_where).sum())(s)
-    assert np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[~where], 0.0)
     np.testing.assert_array_equal(grad[..., ~class_where], 0.0)
+    expected = np_central_differences(lambda z: np_pld(
+        z, T[..., kept], np.searchsorted(kept, y))[where].sum(), S[..., kept])
+    np.testing.assert_allclose(grad[..., kept][where], expected[where], rtol=1e-4,
+                               atol=1e-6)
 
   def test_errors(self):
     with pytest.raises(ValueError, match="labels"):
@@ -671,9 +698,11 @@ class TestDist:
     np.testing.assert_allclose(got, want, rtol=1e-5)
     grad = jit_grad(
         lambda z: dist_jit(z, TB, where=where, class_where=class_where))(s)
-    assert np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[~where], 0.0)
     np.testing.assert_array_equal(grad[:, ~class_where], 0.0)
+    expected = np_central_differences(lambda z: np_dist(z, TB[where][:, kept]),
+                                      SB[where][:, kept])
+    np.testing.assert_allclose(grad[where][:, kept], expected, rtol=1e-4, atol=1e-6)
 
   def test_errors(self):
     with pytest.raises(ValueError, match="B, C"):
@@ -754,9 +783,12 @@ class TestDualHeadKd:
       grad = jit_grad(lambda b: dual_head_jit(
           S, b, T, where=where, class_where=class_where,
           logit_loss=logit_loss).sum())(s2)
-      assert np.all(np.isfinite(grad))
       np.testing.assert_array_equal(grad[~where], 0.0)
       np.testing.assert_array_equal(grad[..., ~class_where], 0.0)
+      expected = np_central_differences(lambda b, loss=logit_loss: np_logit_term(
+          b, T[..., kept], loss, 1.0)[where].sum(), S2[..., kept])
+      np.testing.assert_allclose(grad[..., kept][where], expected[where], rtol=1e-4,
+                                 atol=1e-6, err_msg=logit_loss)
 
   def test_errors(self):
     with pytest.raises(ValueError, match="logit_loss"):
@@ -825,9 +857,12 @@ class TestOfa:
     np.testing.assert_allclose(got[where], want[where], rtol=RTOL, atol=ATOL)
     grad = jit_grad(lambda z: ofa_kd_jit(z, T, y, gamma=2.0, where=where,
                                           class_where=class_where).sum())(s)
-    assert np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[~where], 0.0)
     np.testing.assert_array_equal(grad[..., ~class_where], 0.0)
+    expected = np_central_differences(
+        lambda z: -np.sum(w * np_log_softmax(z), -1)[where].sum(), S[..., kept])
+    np.testing.assert_allclose(grad[..., kept][where], expected[where], rtol=1e-4,
+                               atol=1e-6)
 
   def test_errors(self):
     with pytest.raises(ValueError, match="gamma"):
