@@ -725,6 +725,12 @@ def alpha_divergence(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike,
   return finish(jnp.where(jnp.isfinite(a), value, jnp.nan))
 
 
+# Largest log p_i + (1-a) log(q_i/p_i) a row may hold for the expansion form of
+# `renyi`: far below float32's overflow at 88.7 even after summing 128k terms
+# (e^60 * 2^17 < e^73), and the sum is then ~1e26 and log1p(sum - 1) = log(sum).
+_RENYI_LOG_TERM_LIMIT = 60.0
+
+
 def renyi(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike, *,
           axis: int = -1, where: Optional[ArrayLike] = None) -> jax.Array:
   """Renyi divergence of order alpha.
@@ -732,8 +738,9 @@ def renyi(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike, *,
   R_a(P || Q) = log(sum_i p_i^a q_i^(1-a)) / (a - 1), a > 0, with
   R_1 = KL(P || Q) (Renyi 1961). For 1/2 <= a <= 2 it is evaluated as
   -log1p((1-a) S) / (1-a) with S = sum_i p_i expm1((1-a) log(q_i/p_i)) / (1-a),
-  which is exact at a = 1 and continuous around it; elsewhere as a log-sum-exp
-  of a log p + (1-a) log q.
+  which is exact at a = 1 and continuous around it; elsewhere, and in rows
+  where a term p_i^a q_i^(1-a) exceeds e^60 (the sum would overflow float32),
+  as a log-sum-exp of a log p + (1-a) log q.
 
   Args:
     p_logits: `[..., n, ...]` logits of P.
@@ -761,12 +768,25 @@ def renyi(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike, *,
 
   def near_one(a):
     eps = 1 - a
-    total = _expansion_sum(log_p, log_q, eps, axis)
+    # The expansion sums p_i (q_i/p_i)^eps - 1, which overflows float32 once a
+    # term passes e^88 although the divergence, its log over (a - 1), is
+    # finite. Rows whose largest log-term exceeds _RENYI_LOG_TERM_LIMIT take
+    # the log-sum-exp form (no precision to lose there: the sum is far from
+    # 1); each branch sees neutral inputs (q = p) in the other's rows, so
+    # neither puts NaN into the gradient of a row it does not decide.
+    has_p = log_p > -jnp.inf
+    safe_log_p = jnp.where(has_p, log_p, 0.0)
+    log_terms = jnp.where(has_p, safe_log_p + eps * (log_q - safe_log_p), -jnp.inf)
+    top = jnp.max(log_terms, axis=axis, keepdims=True)
+    large = jnp.isfinite(top) & (top > _RENYI_LOG_TERM_LIMIT)
+    total = _expansion_sum(log_p, jnp.where(large, log_p, log_q), eps, axis)
     is_zero = eps == 0
     safe_eps = jnp.where(is_zero, 1.0, eps)
-    return jnp.where(is_zero, -total, -jnp.log1p(safe_eps * total) / safe_eps)
+    value = jnp.where(is_zero, -total, -jnp.log1p(safe_eps * total) / safe_eps)
+    return jnp.where(jnp.squeeze(large, axis), direct(a, jnp.where(large, log_q, log_p)),
+                     value)
 
-  def direct(a):
+  def direct(a, log_q=log_q):
     has_p, has_q = log_p > -jnp.inf, log_q > -jnp.inf
     both = has_p & has_q
     exponent = (a * jnp.where(both, log_p, 0.0)
