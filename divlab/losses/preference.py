@@ -752,8 +752,9 @@ def orpo(chosen_logp: ArrayLike,
   2024; ``xfactlab/orpo`` ``src/orpo_trainer.py`` (lambda 0.1 to 1.0).
   ``log(1 - exp(lbar))`` uses `log1mexp`: the naive form is NaN as
   ``lbar -> 0``. A mean log-probability of exactly 0 (the completion has
-  probability 1) has infinite odds; it is evaluated at the largest float below
-  0, which keeps the value and gradient finite. Log-probabilities are
+  probability 1) has infinite odds; its value is taken at the largest float
+  below 0 (finite), and its gradient with respect to that log-probability is
+  0 (the clamp's), not the ~1/tiny slope just below 0. Log-probabilities are
   **per-token means** over the completion.
 
   Args:

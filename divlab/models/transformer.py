@@ -6,6 +6,8 @@ LayerNorm -> GELU MLP -> residual), a final LayerNorm and the unembedding
 (tied to the token embedding or a separate matrix). Positions enter either by
 rotary embeddings on queries and keys (RoPE, Su et al., 2021) or by a learned
 position table added to the token embedding (GPT-2, Radford et al., 2019).
+LayerNorm and GELU are flax's defaults: epsilon 1e-6, and GELU's tanh
+approximation (not the exact erf form).
 
 Padding: ``token_mask`` (False = padding) removes padded tokens as keys and
 numbers the real tokens 0, 1, 2, ... from the first real one, so a
