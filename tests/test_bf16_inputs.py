@@ -19,6 +19,7 @@ from divlab.divergences import transport
 from divlab.losses import bottleneck
 from divlab.losses import preference
 from divlab.losses import unlearning
+from finite_differences import central_differences
 
 _RNG = np.random.default_rng(17)
 X = jnp.asarray(_RNG.normal(size=(6, 2)), jnp.bfloat16)
@@ -116,16 +117,6 @@ CASES = {
 }
 
 
-def _central_differences(fn, x, step=1e-5):
-  grad = np.zeros_like(x)
-  for idx in np.ndindex(x.shape):
-    up, down = x.copy(), x.copy()
-    up[idx] += step
-    down[idx] -= step
-    grad[idx] = (fn(up) - fn(down)) / (2 * step)
-  return grad
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bf16_value_matches_float64_and_is_float32(name):
   fn, reference, x = CASES[name]
@@ -141,7 +132,7 @@ def test_bf16_gradient_is_finite_bf16_and_close_to_finite_differences(name):
   grad = jax.jit(jax.grad(fn))(x)
   assert grad.dtype == jnp.bfloat16, grad.dtype
   assert np.all(np.isfinite(_f64(grad)))
-  expected = _central_differences(reference, _f64(x))
+  expected = central_differences(reference, _f64(x), step=1e-5)
   # bf16 holds 8 significant bits: each entry is rounded by at most 2^-9 of
   # itself, and its float32 computation from rounded inputs adds less than
   # that relative to the largest entry (2.4e-3 of it at most here). An absolute

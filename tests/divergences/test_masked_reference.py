@@ -12,6 +12,7 @@ from scipy import special
 import pytest
 
 from divlab import divergences
+from finite_differences import central_differences
 
 _RNG = np.random.default_rng(1717)
 P = _RNG.normal(size=(3, 6)) * 2
@@ -77,17 +78,6 @@ def _per_row(fn, *rows_of_arrays):
                    for r in range(WHERE.shape[0])])
 
 
-def _fd_grad(fn, x, step=1e-6):
-  """Central differences of a scalar numpy function of x (float64)."""
-  grad = np.zeros_like(x)
-  for idx in np.ndindex(x.shape):
-    up, down = x.copy(), x.copy()
-    up[idx] += step
-    down[idx] -= step
-    grad[idx] = (fn(up) - fn(down)) / (2 * step)
-  return grad
-
-
 @pytest.fixture(scope="module")
 def masked_fns():
   return {
@@ -136,10 +126,10 @@ def test_masked_gradient_matches_finite_differences_and_is_zero_outside(
                                                jnp.asarray(Q, jnp.float32)))
   if wrt == 0:
     reference = lambda p: float(NUMPY[name](p, Q) @ row_weights)
-    expected = _fd_grad(reference, P.copy())
+    expected = central_differences(reference, P.copy())
   else:
     reference = lambda q: float(NUMPY[name](P, q) @ row_weights)
-    expected = _fd_grad(reference, Q.copy())
+    expected = central_differences(reference, Q.copy())
   # Excluded entries do not enter the numpy function: their difference is 0.
   np.testing.assert_allclose(got[WHERE], expected[WHERE], rtol=1e-4, atol=2e-6)
   assert np.all(got[~WHERE] == 0.0), got[~WHERE]

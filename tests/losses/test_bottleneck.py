@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from divlab.losses import bottleneck
+from finite_differences import central_differences
 
 RTOL = 2e-5
 ATOL = 2e-6
@@ -178,15 +179,8 @@ class TestCsIb:
     # The float32-rounded inputs the gradient was taken at.
     x64, y64, yhat64 = (np.asarray(a, np.float64) for a in (x, y, yhat))
     sigma_x, sigma_y = _median_distance(x64), _median_distance(y64, yhat64)
-    step = 1e-6
-    expected = np.zeros_like(yhat64)
-    for index in np.ndindex(yhat64.shape):
-      up, down = yhat64.copy(), yhat64.copy()
-      up[index] += step
-      down[index] -= step
-      expected[index] = (_conditional_cs_reference(x64, y64, up, sigma_x, sigma_y)
-                         - _conditional_cs_reference(x64, y64, down, sigma_x, sigma_y)
-                         ) / (2 * step)
+    expected = central_differences(
+        lambda p: _conditional_cs_reference(x64, y64, p, sigma_x, sigma_y), yhat64)
     np.testing.assert_allclose(grad_median, expected, rtol=1e-4,
                                atol=1e-5 * np.abs(expected).max())
 

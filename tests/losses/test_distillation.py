@@ -13,6 +13,7 @@ import scipy.special
 from jax.test_util import check_grads
 
 from divlab.losses import distillation as dl_kd
+from finite_differences import central_differences
 
 RTOL = 2e-5
 ATOL = 2e-6
@@ -180,18 +181,6 @@ def random_labels(seed, shape, num_classes):
   return np.random.default_rng(seed).integers(0, num_classes, size=shape)
 
 
-def np_central_differences(total, x, step=1e-6):
-  """d total(x) / dx in float64 by central differences (x small)."""
-  x = np.asarray(x, np.float64)
-  grad = np.zeros_like(x)
-  for index in np.ndindex(x.shape):
-    up, down = x.copy(), x.copy()
-    up[index] += step
-    down[index] -= step
-    grad[index] = (total(up) - total(down)) / (2 * step)
-  return grad
-
-
 # Jitted entry points shared by the tests (static options as partials).
 kd_jit = jax.jit(dl_kd.kd, static_argnames=("reduction",))
 reverse_kl_kd_jit = jax.jit(dl_kd.reverse_kl_kd)
@@ -305,7 +294,7 @@ class TestKdFamily:
     grad = jit_grad(lambda z: loss(z).sum())(s)
     np.testing.assert_array_equal(grad[~where], 0.0)
     # At the valid positions: the float64 loss's differences on clean inputs.
-    expected = np_central_differences(
+    expected = central_differences(
         lambda z: np_kd(z, T, Y, 2.0, 0.5)[where].sum(), S)
     np.testing.assert_allclose(grad[where], expected[where], rtol=1e-4, atol=1e-6)
 
@@ -331,7 +320,7 @@ class TestKdFamily:
     grad = jit_grad(lambda z: fn(z, T, y, temperature=1.5, alpha=0.4,
                                   class_where=class_where).sum())(S)
     np.testing.assert_array_equal(grad[..., ~class_where], 0.0)
-    expected = np_central_differences(lambda z: np_kd(
+    expected = central_differences(lambda z: np_kd(
         z, T[..., kept], y_kept, 1.5, 0.4, divergence).sum(), S[..., kept])
     np.testing.assert_allclose(grad[..., kept], expected, rtol=1e-4, atol=1e-6)
 
@@ -504,7 +493,7 @@ class TestSinkhornKd:
     np.testing.assert_allclose(got, 1e-3 * np.sum(want_plan * cost), rtol=1e-4)
     grad = jit_grad(lambda z: sinkhorn_kd_jit(z, TB, where=where))(s)
     np.testing.assert_array_equal(grad[~where], 0.0)
-    expected = np_central_differences(
+    expected = central_differences(
         lambda z: 1e-3 * np.sum(np.prod(np_sinkhorn(z, TB[where]), axis=0)), SB[where])
     np.testing.assert_allclose(grad[where], expected, rtol=1e-4, atol=1e-8)
     # A fully padded batch gives 0, not NaN.
@@ -520,7 +509,7 @@ class TestSinkhornKd:
     grad = jit_grad(
         lambda z: sinkhorn_kd_jit(z, TB, class_where=class_where))(s)
     np.testing.assert_array_equal(grad[:, ~class_where], 0.0)
-    expected = np_central_differences(
+    expected = central_differences(
         lambda z: 1e-3 * np.sum(np.prod(np_sinkhorn(z, TB[:, kept]), axis=0)), SB[:, kept])
     np.testing.assert_allclose(grad[:, kept], expected, rtol=1e-4, atol=1e-8)
 
@@ -569,7 +558,7 @@ class TestPlackettLuce:
     np.testing.assert_allclose(got[where], want[where], rtol=RTOL, atol=ATOL)
     grad = jit_grad(lambda z: loss(z).sum())(S)
     np.testing.assert_array_equal(grad[~where], 0.0)
-    expected = np_central_differences(lambda z: np_pl_loss(
+    expected = central_differences(lambda z: np_pl_loss(
         z, np_ranking(T, Y), np.full(SHAPE, 0.5))[where].sum(), S)
     np.testing.assert_allclose(grad[where], expected[where], rtol=1e-4, atol=1e-6)
 
@@ -641,7 +630,7 @@ class TestPlackettLuce:
                                        class_where=class_where).sum())(s)
     np.testing.assert_array_equal(grad[~where], 0.0)
     np.testing.assert_array_equal(grad[..., ~class_where], 0.0)
-    expected = np_central_differences(lambda z: np_pld(
+    expected = central_differences(lambda z: np_pld(
         z, T[..., kept], np.searchsorted(kept, y))[where].sum(), S[..., kept])
     np.testing.assert_allclose(grad[..., kept][where], expected[where], rtol=1e-4,
                                atol=1e-6)
@@ -700,7 +689,7 @@ class TestDist:
         lambda z: dist_jit(z, TB, where=where, class_where=class_where))(s)
     np.testing.assert_array_equal(grad[~where], 0.0)
     np.testing.assert_array_equal(grad[:, ~class_where], 0.0)
-    expected = np_central_differences(lambda z: np_dist(z, TB[where][:, kept]),
+    expected = central_differences(lambda z: np_dist(z, TB[where][:, kept]),
                                       SB[where][:, kept])
     np.testing.assert_allclose(grad[where][:, kept], expected, rtol=1e-4, atol=1e-6)
 
@@ -785,7 +774,7 @@ class TestDualHeadKd:
           logit_loss=logit_loss).sum())(s2)
       np.testing.assert_array_equal(grad[~where], 0.0)
       np.testing.assert_array_equal(grad[..., ~class_where], 0.0)
-      expected = np_central_differences(lambda b, loss=logit_loss: np_logit_term(
+      expected = central_differences(lambda b, loss=logit_loss: np_logit_term(
           b, T[..., kept], loss, 1.0)[where].sum(), S2[..., kept])
       np.testing.assert_allclose(grad[..., kept][where], expected[where], rtol=1e-4,
                                  atol=1e-6, err_msg=logit_loss)
@@ -859,7 +848,7 @@ class TestOfa:
                                           class_where=class_where).sum())(s)
     np.testing.assert_array_equal(grad[~where], 0.0)
     np.testing.assert_array_equal(grad[..., ~class_where], 0.0)
-    expected = np_central_differences(
+    expected = central_differences(
         lambda z: -np.sum(w * np_log_softmax(z), -1)[where].sum(), S[..., kept])
     np.testing.assert_allclose(grad[..., kept][where], expected[where], rtol=1e-4,
                                atol=1e-6)
@@ -936,18 +925,6 @@ def np_log_cosh(x):
   return np.logaddexp(x, -x) - np.log(2.0)
 
 
-def _finite_difference_grad(fn, x, step=1e-2):
-  """Central differences of a float64 scalar function (logits of size 1e4:
-  the function is smooth on this scale, float64 keeps 1e-12 of the value)."""
-  grad = np.zeros_like(x)
-  for index in np.ndindex(x.shape):
-    up, down = x.copy(), x.copy()
-    up[index] += step
-    down[index] -= step
-    grad[index] = (fn(up) - fn(down)) / (2 * step)
-  return grad
-
-
 LARGE_LABELS = Y[0, :2]
 # name -> (the loss, its float64 value reference of (s, t)); values near 1e4.
 LARGE_LOGIT_LOSSES = {
@@ -981,7 +958,7 @@ def test_large_logits_match_float64_references(name):
   else:
     loss, reference = LARGE_LOGIT_LOSSES[name]
     expected = reference(s, t)
-    expected_grad = _finite_difference_grad(lambda x: reference(x, t), s)
+    expected_grad = central_differences(lambda x: reference(x, t), s, step=1e-2)
   value, grad = jax.jit(jax.value_and_grad(loss))(np.float32(s), np.float32(t))
   np.testing.assert_allclose(float(value), expected, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(grad, np.float64), expected_grad, rtol=1e-4,
