@@ -91,5 +91,8 @@ def use_target(name: str):
   # The one-pass Pallas kernels are chosen when a CUDA device is present; a
   # described GPU is not one, so ask for them as a real GPU would get them.
   from divlab.divergences import categorical  # pylint: disable=import-outside-toplevel
+  from divlab.divergences import fused  # pylint: disable=import-outside-toplevel
   categorical._FORWARD = "pallas"  # pylint: disable=protected-access
+  # Likewise the fused-linear chunk plan: this process's backend is the CPU.
+  fused.PLAN_PLATFORM = "gpu"
   return _sharding

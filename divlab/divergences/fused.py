@@ -14,7 +14,7 @@ gradient with respect to the student's logits, which it immediately pushes
 through the projection: the chunk's rows of dL/dh and its share of dL/dW.
 A chunk is thus the materialised composition restricted to its rows; only
 the sums over tokens are split. The memory is set by budgets, not by ``B*T``: no ``[B*T, V]`` array is ever formed, a chunk's
-arrays are sized by a 256 MiB budget, and the logit gradients waiting for
+arrays are sized by a 256 MiB budget (64 MiB on the CPU), and the logit gradients waiting for
 the dL/dW matmul (in the matmul dtype) take at most 512 MiB. The running sum
 of dL/dW is kept in the weight's dtype by default, and each group's product
 is formed in it and added to it in one fused matmul on a GPU -- for bf16
@@ -37,8 +37,9 @@ per-token values and pays for the second scan in its backward pass.
 
 Chunking: both softmaxes need a normaliser over the whole vocabulary, so the
 scan runs over tokens, never over the vocabulary. The chunk size comes from a
-memory budget (one float32 ``[chunk, V]`` array of at most 256 MiB: 512 rows
-at ``V = 128256``); when all tokens fit in one chunk there is no scan at all.
+memory budget (one float32 ``[chunk, V]`` array of at most 256 MiB on an
+accelerator: 512 rows at ``V = 128256``; 64 MiB on the CPU, where a chunk has
+no fixed cost); when all tokens fit in one chunk there is no scan at all.
 Consecutive chunks form groups whose logit gradients (in the matmul dtype)
 enter dL/dW through one matmul, so the running sum of dL/dW is read and
 written once per group instead of once per chunk -- at large vocabularies
@@ -71,6 +72,17 @@ FUSED_DIVERGENCES = ("kl", "reverse_kl", "js", "tv")
 # holds a few arrays of that shape at once (both models' logits, the
 # gradient), in the inputs' dtype or float32.
 _CHUNK_BUDGET_BYTES = 256 * 2**20
+# The CPU's: a quarter. On an accelerator every chunk costs fixed work
+# (kernel launches, a scan step, a row count that must fill the chip), so
+# chunks are as large as memory allows; the CPU has none of that, and there
+# smaller chunks cost no time (`benchmarks/fused_linear.py` at B*T = 4096, H =
+# 256, V = 32000: 512-row chunks 0.87x the materialised time, 2048-row chunks
+# 0.90x) while the memory falls with them (0.36 against 1.09 GiB).
+_CPU_CHUNK_BUDGET_BYTES = 64 * 2**20
+# The platform chunk plans are made for; None: `jax.default_backend()`.
+# Compiling for another platform than this process's default (the benchmarks'
+# deviceless GPU target) sets it.
+PLAN_PLATFORM: Optional[str] = None
 # Budget for the logit gradients of a group of chunks, kept in the matmul
 # dtype until one matmul adds the group's share of dL/dW.
 _GROUP_BUDGET_BYTES = 512 * 2**20
@@ -88,12 +100,14 @@ def _aligned(rows: int) -> int:
 
 def fused_chunk_plan(num_tokens: int, hidden_size: int, vocab_size: int, *,
                      grad_itemsize: int = 2,
-                     chunk_size: Optional[int] = None) -> tuple[int, int, int]:
+                     chunk_size: Optional[int] = None,
+                     platform: Optional[str] = None) -> tuple[int, int, int]:
   """How `fused_linear_divergence` cuts the tokens: (chunk rows, chunks per group, groups).
 
   A chunk is the unit of the divergence: a float32 ``[rows, V]`` array of it
-  stays under 256 MiB (512 rows at ``V = 128256``) unless `chunk_size` says
-  otherwise. A group is the unit of the weight gradient: its chunks' logit
+  stays under 256 MiB on an accelerator (512 rows at ``V = 128256``) and under
+  64 MiB on the CPU (512 rows at ``V = 32000``), where smaller chunks cost no
+  time, unless `chunk_size` says otherwise. A group is the unit of the weight gradient: its chunks' logit
   gradients (``grad_itemsize`` bytes each, the matmul dtype's) are kept and
   enter ``dL/dW`` through one matmul, so the running sum of ``dL/dW`` is read
   and written once per group rather than once per chunk (with one group
@@ -109,24 +123,33 @@ def fused_chunk_plan(num_tokens: int, hidden_size: int, vocab_size: int, *,
     vocab_size: the number of classes ``V`` (an int >= 1).
     grad_itemsize: bytes per logit gradient (2 for bf16 inputs, 4 for f32).
     chunk_size: rows per chunk (an int >= 1), or None for the budget's choice.
+    platform: the platform the plan is for (``"cpu"``, ``"gpu"``, ``"tpu"``,
+      ...); None: `PLAN_PLATFORM` if set, else ``jax.default_backend()``.
 
   Returns:
     ``(rows, chunks_per_group, num_groups)``; ``rows * chunks_per_group *
     num_groups >= num_tokens``, the excess being masked padding rows.
 
   Example:
-    >>> fused_chunk_plan(8192, 4096, 128256)  # bf16: 4 groups of 4 chunks
+    >>> fused_chunk_plan(8192, 4096, 128256, platform="gpu")  # bf16: 4 x 4 chunks
     (512, 4, 4)
-    >>> fused_chunk_plan(500, 4096, 128256)  # fits: one chunk
+    >>> fused_chunk_plan(500, 4096, 128256, platform="gpu")  # fits: one chunk
     (500, 1, 1)
+    >>> fused_chunk_plan(4096, 256, 32000, grad_itemsize=4, platform="cpu")
+    (512, 1, 8)
   """
   _check_count(num_tokens, "num_tokens", minimum=0)
   for value, name in ((hidden_size, "hidden_size"), (vocab_size, "vocab_size"),
                       (grad_itemsize, "grad_itemsize")):
     _check_count(value, name, minimum=1)
   _check_chunk_size(chunk_size)
+  if platform is not None and not isinstance(platform, str):
+    raise ValueError(f"`platform` must be None or a platform name such as 'gpu', "
+                     f"got {platform!r}.")
+  platform = platform or PLAN_PLATFORM or jax.default_backend()
+  budget = _CPU_CHUNK_BUDGET_BYTES if platform == "cpu" else _CHUNK_BUDGET_BYTES
   num_tokens = max(num_tokens, 1)
-  max_rows = max(_CHUNK_BUDGET_BYTES // (4 * vocab_size), _ROW_ALIGNMENT)
+  max_rows = max(budget // (4 * vocab_size), _ROW_ALIGNMENT)
   max_rows -= max_rows % _ROW_ALIGNMENT
   if chunk_size is None and num_tokens <= max_rows:
     return num_tokens, 1, 1
@@ -533,8 +556,9 @@ def fused_linear_divergence(student_hidden: ArrayLike,
       the leading shape; an excluded token gives 0 and no gradient, whatever
       its hidden state holds.
     chunk_size: tokens per chunk; None sizes the chunks so that a float32
-      ``[chunk, V]`` array stays under 512 MiB (all tokens in one chunk if
-      they fit). `fused_chunk_plan` shows the resulting plan.
+      ``[chunk, V]`` array stays under 256 MiB on an accelerator and 64 MiB
+      on the CPU (all tokens in one chunk if they fit). `fused_chunk_plan`
+      shows the resulting plan.
     reduction: a `reduce_loss` reduction (``"mean"`` is the token mean over
       `where`). Every reduction but ``"none"`` computes the gradient during
       the forward pass; ``"none"`` recomputes the chunks in the backward pass.

@@ -9,6 +9,7 @@ so the reference does not rest on divlab's own categorical code alone.
 Compilation dominates the run time: shapes are tiny and shared.
 """
 import doctest
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -383,12 +384,15 @@ def _compiled_bytes(fn, *shapes):
           + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
-def test_compiled_memory_is_at_least_4x_below_materialised():
+@pytest.mark.parametrize("chunk_size", [None, 512], ids=["default plan", "512 rows"])
+def test_compiled_memory_is_at_least_4x_below_materialised(chunk_size):
+  if chunk_size is None and jax.default_backend() != "cpu":
+    pytest.skip("the default plan of an accelerator has larger chunks")
   tokens, hidden, vocab = 4096, 256, 32000
   shapes = [(tokens, hidden), (hidden, vocab), (tokens, hidden), (hidden, vocab)]
 
   def fused_fn(h_s, w_s, h_t, w_t):
-    return dv.fused_linear_divergence(h_s, w_s, h_t, w_t, chunk_size=512)
+    return dv.fused_linear_divergence(h_s, w_s, h_t, w_t, chunk_size=chunk_size)
 
   def materialised_fn(h_s, w_s, h_t, w_t):
     return jnp.mean(dv.kl(jax.lax.stop_gradient(h_t @ w_t), h_s @ w_s))
@@ -405,7 +409,7 @@ def test_compiled_memory_is_at_least_4x_below_materialised():
 
 
 def test_chunk_plan_follows_the_memory_budgets():
-  plan = fused.fused_chunk_plan
+  plan = functools.partial(fused.fused_chunk_plan, platform="gpu")
   # bf16 at LLM scale: chunks of 512 rows (a float32 [512, V] array is
   # 245 MiB), gradients of 4 chunks (2048 rows, 501 MiB in bf16) per dW matmul.
   assert plan(8192, 4096, 128256) == (512, 4, 4)
@@ -425,6 +429,24 @@ def test_chunk_plan_follows_the_memory_budgets():
     assert rows * per_group * groups >= tokens
     assert rows * per_group * groups - tokens < 16 * per_group * groups + rows
     assert rows <= 512 + 16
+
+
+def test_chunk_plan_on_the_cpu_uses_a_quarter_of_the_budget():
+  plan = functools.partial(fused.fused_chunk_plan, platform="cpu")
+  # A float32 [512, 32000] array is 62.5 MiB; 4096 tokens in 8 chunks.
+  assert plan(4096, 256, 32000, grad_itemsize=4) == (512, 1, 8)
+  assert plan(512, 256, 32000, grad_itemsize=4) == (512, 1, 1)
+  # 128 rows at V = 128256 (62.6 MiB), 16 of them per 2048-row group.
+  assert plan(8192, 4096, 128256) == (128, 16, 4)
+  # The accelerators' plan for the same problem (4 times the rows).
+  assert fused.fused_chunk_plan(4096, 256, 32000, grad_itemsize=4,
+                                platform="gpu") == (2048, 1, 2)
+  # Without `platform`: the override if set, else this process's backend.
+  assert fused.fused_chunk_plan(4096, 256, 32000, grad_itemsize=4) == (
+      plan(4096, 256, 32000, grad_itemsize=4) if jax.default_backend() == "cpu"
+      else (2048, 1, 2))
+  with pytest.raises(ValueError, match="`platform`"):
+    fused.fused_chunk_plan(8, 4, 4, platform=1)
 
 
 def test_bad_inputs_raise_value_errors_naming_the_argument():
