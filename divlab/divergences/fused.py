@@ -81,7 +81,7 @@ _CHUNK_BUDGET_BYTES = 256 * 2**20
 _CPU_CHUNK_BUDGET_BYTES = 64 * 2**20
 # The platform chunk plans are made for; None: `jax.default_backend()`.
 # Compiling for another platform than this process's default (the benchmarks'
-# deviceless GPU target) sets it.
+# GPU described in text, `benchmarks/gpu_target.py`) sets it.
 PLAN_PLATFORM: Optional[str] = None
 # Budget for the logit gradients of a group of chunks, kept in the matmul
 # dtype until one matmul adds the group's share of dL/dW.
