@@ -26,7 +26,12 @@ def is_concrete_number(value: Any) -> bool:
 
 
 def check_positive(value: Any, name: str) -> None:
-  """Raises ValueError if a concrete `value` is not > 0 (traced values pass)."""
+  """Raises ValueError unless `value` is a scalar that is > 0 when concrete.
+
+  A traced scalar passes; a string, None or an array of rank > 0 does not
+  (see `check_scalar`).
+  """
+  check_scalar(value, name)
   if is_concrete_number(value) and not float(value) > 0:
     raise ValueError(f"`{name}` must be positive, got {value!r}.")
 
@@ -34,7 +39,12 @@ def check_positive(value: Any, name: str) -> None:
 def check_in_range(value: Any, name: str, low: float, high: float,
                    *, low_inclusive: bool = True,
                    high_inclusive: bool = True) -> None:
-  """Raises ValueError if a concrete `value` lies outside [low, high]."""
+  """Raises ValueError unless `value` is a scalar in [low, high] when concrete.
+
+  A traced scalar passes; a string, None or an array of rank > 0 does not
+  (see `check_scalar`).
+  """
+  check_scalar(value, name)
   if not is_concrete_number(value):
     return
   v = float(value)

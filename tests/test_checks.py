@@ -30,6 +30,27 @@ def test_check_in_range_accepts(value, high, kwargs):
   _checks.check_in_range(value, "arg", 0.0, high, **kwargs)
 
 
+@pytest.mark.parametrize("value, message", [
+    ("0.5", "must be a number"), (None, "must be a number"),
+    (np.array([0.5, 0.5]), "must be a scalar"),
+])
+@pytest.mark.parametrize("check", [
+    lambda value: _checks.check_positive(value, "arg"),
+    lambda value: _checks.check_in_range(value, "arg", 0.0, 1.0),
+], ids=["check_positive", "check_in_range"])
+def test_range_checks_refuse_what_is_not_a_scalar(check, value, message):
+  # A range check that let an array or a string through unchecked would pass
+  # it on to the arithmetic (a wrong-shaped loss, or a TypeError deep inside).
+  with pytest.raises(ValueError, match=f"`arg` {message}"):
+    check(value)
+
+
+def test_range_checks_let_traced_scalars_through():
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.jit(lambda x: (_checks.check_positive(x, "arg"),
+                     _checks.check_in_range(x, "arg", 0.0, 1.0), x)[-1])(-3.0)
+
+
 def test_sliced_wasserstein_refuses_infinite_order():
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

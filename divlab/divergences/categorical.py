@@ -111,11 +111,6 @@ def _prepare(arrays: dict[str, ArrayLike], axis: int, where: Optional[ArrayLike]
   return values, axis, mask, dtype
 
 
-def _check_scalar(value: Any, name: str) -> None:
-  if jnp.ndim(value) != 0:
-    raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}.")
-
-
 def _check_finite(value: Any, name: str) -> None:
   if _checks.is_concrete_number(value) and not math.isfinite(float(value)):
     raise ValueError(f"`{name}` must be finite, got {value!r}.")
@@ -654,7 +649,7 @@ def js(p_logits: ArrayLike, q_logits: ArrayLike, *, beta: ArrayLike = 0.5,
   """
   (p, q), axis, mask, dtype = _prepare({"p_logits": p_logits, "q_logits": q_logits},
                                        axis, where)
-  _check_scalar(beta, "beta")
+  _checks.check_scalar(beta, "beta")
   _checks.check_in_range(beta, "beta", 0.0, 1.0)
   return _js_core(p, q, mask, jnp.asarray(beta, dtype), axis)
 
@@ -706,7 +701,7 @@ def alpha_divergence(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike,
     >>> round(float(alpha_divergence(p, q, 0.5)), 4)  # 4 (1 - (1+sqrt 3)/(2 sqrt 2))
     0.1363
   """
-  _check_scalar(alpha, "alpha")
+  _checks.check_scalar(alpha, "alpha")
   _check_finite(alpha, "alpha")
   if _checks.is_concrete_number(alpha) and float(alpha) in (0.0, 1.0):
     divergence = kl if float(alpha) == 1.0 else reverse_kl
@@ -758,7 +753,7 @@ def renyi(p_logits: ArrayLike, q_logits: ArrayLike, alpha: ArrayLike, *,
     >>> round(float(renyi(p, q, 2.0)), 4)  # log(1/4 (4/1 + 4/3))
     0.2877
   """
-  _check_scalar(alpha, "alpha")
+  _checks.check_scalar(alpha, "alpha")
   _check_finite(alpha, "alpha")
   _checks.check_positive(alpha, "alpha")
   if _checks.is_concrete_number(alpha) and float(alpha) == 1.0:

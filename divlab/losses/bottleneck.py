@@ -109,7 +109,6 @@ def _batch_features(x: ArrayLike, name: str, batch: int) -> jax.Array:
 
 
 def _check_weight(value: Any, name: str) -> None:
-  _checks.check_scalar(value, name)
   _checks.check_in_range(value, name, 0.0, np.inf, high_inclusive=True)
 
 
@@ -125,7 +124,6 @@ def _check_bandwidth(bandwidth: Bandwidth) -> None:
       raise ValueError(
           f"`bandwidth` must be a positive number or 'median', got {bandwidth!r}.")
   else:
-    _checks.check_scalar(bandwidth, "bandwidth")
     _checks.check_positive(bandwidth, "bandwidth")
 
 
@@ -362,7 +360,6 @@ def vib(predictions: ArrayLike, targets: ArrayLike, mean: ArrayLike,
     Scalar loss (or ``(loss, terms)``).
   """
   _check_weight(beta, "beta")
-  _checks.check_scalar(decoder_variance, "decoder_variance")
   _checks.check_positive(decoder_variance, "decoder_variance")
   predictions, targets = _regression_pair(predictions, targets)
   batch, outputs = targets.shape

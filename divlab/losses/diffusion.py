@@ -96,7 +96,6 @@ def denoising_score_matching(eps_fn: Callable[..., jax.Array], x0: ArrayLike,
     >>> round(float(loss), 1)                      # E eps^2 = 1
     1.0
   """
-  _checks.check_scalar(p_uncond, "p_uncond")
   _checks.check_in_range(p_uncond, "p_uncond", 0.0, 1.0)
   if not all(hasattr(schedule, a) for a in ("alpha", "sigma", "t_min", "t_max")):
     raise ValueError("`schedule` must be a VP schedule with `alpha`, `sigma`, "

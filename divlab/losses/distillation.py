@@ -152,14 +152,12 @@ def _very_negative(dtype) -> float:
 
 def _check_temperature(temperature) -> None:
   """T divides the logits: a positive, finite scalar (a traced T is not checked)."""
-  _checks.check_scalar(temperature, "temperature")
   _checks.check_in_range(temperature, "temperature", 0.0, np.inf,
                          low_inclusive=False, high_inclusive=False)
 
 
 def _check_weight(value, name: str) -> None:
   """A loss term's weight: a finite scalar >= 0 (a negative one flips the term)."""
-  _checks.check_scalar(value, name)
   _checks.check_in_range(value, name, 0.0, np.inf, high_inclusive=False)
 
 
@@ -180,7 +178,6 @@ def _hard_plus_soft(student_logits, teacher_logits, labels, soft_fn, *,
   """(1 - alpha) CE(y, s) + alpha * soft_fn(student / T, teacher / T)."""
   student, teacher = _logit_pair(student_logits, teacher_logits)
   _check_temperature(temperature)
-  _checks.check_scalar(alpha, "alpha")
   _checks.check_in_range(alpha, "alpha", 0.0, 1.0)
   position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
@@ -341,7 +338,6 @@ def js_kd(student_logits: ArrayLike,
     >>> js_kd(jnp.array([[0., 50.]]), jnp.array([[50., 0.]]))  # disjoint: log 2
     Array([0.6931472], dtype=float32)
   """
-  _checks.check_scalar(beta, "beta")
   _checks.check_in_range(beta, "beta", 0.0, 1.0)
 
   def soft_fn(student, teacher, class_where):
@@ -565,7 +561,6 @@ def alpha_kd(student_logits: ArrayLike,
   if not alpha_min < alpha_max:
     raise ValueError(f"`alpha_min` must be smaller than `alpha_max`, got "
                      f"{alpha_min} and {alpha_max}.")
-  _checks.check_scalar(iw_clip, "iw_clip")
   _checks.check_positive(iw_clip, "iw_clip")
   student, teacher = _logit_pair(student_logits, teacher_logits)
   position_mask = _checks.example_mask(where, student.shape)
@@ -603,7 +598,6 @@ def _sinkhorn_cost_and_plan(student_logits, teacher_logits, *, temperature,
     raise ValueError(f"`student_logits` must have shape [B, C] (Sinkhorn KD "
                      f"couples the examples of a batch), got {student.shape}.")
   _check_temperature(temperature)
-  _checks.check_scalar(epsilon, "epsilon")
   _checks.check_positive(epsilon, "epsilon")
   if (isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer))
       or num_iters < 1):
@@ -1229,7 +1223,6 @@ def ofa_target(teacher_logits: ArrayLike,
   teacher = jax.lax.stop_gradient(_as_float(teacher_logits, "teacher_logits"))
   if teacher.ndim < 1:
     raise ValueError("`teacher_logits` must have a class axis, shape [..., C].")
-  _checks.check_scalar(gamma, "gamma")
   _checks.check_positive(gamma, "gamma")
   _check_temperature(temperature)
   _checks.broadcast_mask(class_where, teacher.shape, "class_where")

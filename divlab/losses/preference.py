@@ -115,7 +115,6 @@ def _pair_inputs(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp,
 
 
 def _check_smoothing(value: Any, name: str, high_inclusive: bool) -> None:
-  _checks.check_scalar(value, name)
   _checks.check_in_range(value, name, 0.0, 0.5, high_inclusive=high_inclusive)
 
 
@@ -200,7 +199,6 @@ def dpo(chosen_logp: ArrayLike,
     ...     jnp.array([-2.0]), beta=1.0)  # -log sigmoid(2)
     Array([0.126928], dtype=float32)
   """
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   _check_smoothing(label_smoothing, "label_smoothing", high_inclusive=True)
   (lw, ll, rw, rl), mask = _pair_inputs(chosen_logp, rejected_logp, ref_chosen_logp,
@@ -249,7 +247,6 @@ def robust_dpo(chosen_logp: ArrayLike,
     ...            jnp.array([0.0]), epsilon=0.25)  # log 2 at h = 0
     Array([0.6931472], dtype=float32)
   """
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   _check_smoothing(epsilon, "epsilon", high_inclusive=False)
   (lw, ll, rw, rl), mask = _pair_inputs(chosen_logp, rejected_logp, ref_chosen_logp,
@@ -298,7 +295,6 @@ def ipo(chosen_logp: ArrayLike,
     ...     jnp.array([-1.0]), beta=0.5)  # (1 - 1)^2
     Array([0.], dtype=float32)
   """
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   (lw, ll, rw, rl), mask = _pair_inputs(chosen_logp, rejected_logp, ref_chosen_logp,
                                         ref_rejected_logp, where)
@@ -383,10 +379,8 @@ def f_dpo(chosen_logp: ArrayLike,
   if divergence not in F_DPO_DIVERGENCES:
     raise ValueError(f"`divergence` must be one of {F_DPO_DIVERGENCES}, got "
                      f"{divergence!r}.")
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   if divergence == "alpha":
-    _checks.check_scalar(alpha, "alpha")
     _checks.check_in_range(alpha, "alpha", 0.0, 1.0, low_inclusive=False,
                            high_inclusive=False)
   (lw, ll, rw, rl), mask = _pair_inputs(chosen_logp, rejected_logp, ref_chosen_logp,
@@ -511,9 +505,7 @@ def tdpo(chosen_logits: ArrayLike,
   """
   if isinstance(variant, bool) or variant not in (1, 2):
     raise ValueError(f"`variant` must be 1 or 2, got {variant!r}.")
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
-  _checks.check_scalar(alpha, "alpha")
   _checks.check_positive(alpha, "alpha")
   pair_shape = _pair_shape(chosen_tokens, rejected_tokens)
   pair_mask = _pair_mask(where, pair_shape)
@@ -618,11 +610,8 @@ def sparse_po(chosen_logits: ArrayLike,
     ...           reward_l1=0.1)  # log 2 + 0.1 * 4
     Array([1.0931472], dtype=float32)
   """
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
-  _checks.check_scalar(reward_l1, "reward_l1")
   _checks.check_in_range(reward_l1, "reward_l1", 0.0, np.inf, high_inclusive=False)
-  _checks.check_scalar(kl_l1, "kl_l1")
   _checks.check_in_range(kl_l1, "kl_l1", 0.0, np.inf, high_inclusive=False)
   if (chosen_reward_mask is None) != (rejected_reward_mask is None):
     raise ValueError("`chosen_reward_mask` and `rejected_reward_mask` must be given "
@@ -721,9 +710,7 @@ def simpo(chosen_logp: ArrayLike,
     ...       gamma_beta_ratio=0.5)  # -log sigmoid(0) = log 2
     Array([0.6931472], dtype=float32)
   """
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
-  _checks.check_scalar(gamma_beta_ratio, "gamma_beta_ratio")
   _checks.check_in_range(gamma_beta_ratio, "gamma_beta_ratio", 0.0, np.inf,
                          high_inclusive=False)
   _check_smoothing(label_smoothing, "label_smoothing", high_inclusive=True)
@@ -774,7 +761,6 @@ def orpo(chosen_logp: ArrayLike,
     ...      odds_ratio_weight=1.0)  # log 2 + log 2
     Array([1.3862944], dtype=float32)
   """
-  _checks.check_scalar(odds_ratio_weight, "odds_ratio_weight")
   _checks.check_in_range(odds_ratio_weight, "odds_ratio_weight", 0.0, np.inf,
                          high_inclusive=False)
   lw, ll = _same_shape_floats({"chosen_logp": chosen_logp, "rejected_logp": rejected_logp})
@@ -849,12 +835,9 @@ def kto(logp: ArrayLike,
     ...     jnp.array([True, False]), reference_point=0.0)  # 1 - sigmoid(0)
     Array([0.5, 0.5], dtype=float32)
   """
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
-  _checks.check_scalar(desirable_weight, "desirable_weight")
   _checks.check_in_range(desirable_weight, "desirable_weight", 0.0, np.inf,
                          high_inclusive=False)
-  _checks.check_scalar(undesirable_weight, "undesirable_weight")
   _checks.check_in_range(undesirable_weight, "undesirable_weight", 0.0, np.inf,
                          high_inclusive=False)
   logp, ref_logp = _same_shape_floats({"logp": logp, "ref_logp": ref_logp},
@@ -946,11 +929,8 @@ def mapo(chosen_mse: ArrayLike,
     >>> mapo(jnp.array([0.2]), jnp.array([0.2]), beta=1.0)  # 0.2 + log 2
     Array([0.8931472], dtype=float32)
   """
-  _checks.check_scalar(beta, "beta")
   _checks.check_in_range(beta, "beta", 0.0, np.inf, high_inclusive=False)
-  _checks.check_scalar(snr, "snr")
   _checks.check_positive(snr, "snr")
-  _checks.check_scalar(num_train_timesteps, "num_train_timesteps")
   _checks.check_positive(num_train_timesteps, "num_train_timesteps")
   mse_w, mse_l = _same_shape_floats({"chosen_mse": chosen_mse,
                                      "rejected_mse": rejected_mse})

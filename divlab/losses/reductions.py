@@ -61,7 +61,6 @@ def reduce_loss(values: jax.typing.ArrayLike,
     raise ValueError("`normalizer` must be given exactly when reduction='normalizer'.")
   if normalizer is not None:
     # A [B] normalizer would silently turn the scalar loss into a vector.
-    _checks.check_scalar(normalizer, "normalizer")
     _checks.check_positive(normalizer, "normalizer")
   values = jnp.asarray(values)
   _checks.check_floating(values, "values")

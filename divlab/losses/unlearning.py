@@ -96,7 +96,6 @@ def _log_likelihood_pair(logp: ArrayLike, ref_logp: ArrayLike,
 
 
 def _check_weight(weight: Any, name: str) -> None:
-  _checks.check_scalar(weight, name)
   _checks.check_in_range(weight, name, 0.0, np.inf, high_inclusive=False)
 
 
@@ -249,7 +248,6 @@ def npo(forget_logp: ArrayLike,
   """
   logp, ref_logp = _log_likelihood_pair(forget_logp, forget_ref_logp,
                                         "forget_logp", "forget_ref_logp")
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   mask = _checks.broadcast_mask(where, logp.shape, "where")
   values = _npo_values(_blank(logp, mask), _blank(ref_logp, mask), beta)
@@ -297,7 +295,6 @@ def npo_rt(forget_logp: ArrayLike,
   logp, ref_logp = _log_likelihood_pair(forget_logp, forget_ref_logp,
                                         "forget_logp", "forget_ref_logp")
   retain_logp = _as_float(retain_logp, "retain_logp")
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   _check_weight(retain_weight, "retain_weight")
   forget_mask = _checks.broadcast_mask(forget_where, logp.shape, "forget_where")
@@ -366,7 +363,6 @@ def npo_kl(forget_logp: ArrayLike,
   if retain_logits.ndim < 2:
     raise ValueError("`retain_logits` must have shape [B, ..., V] (a batch axis "
                      f"and a class axis), got {retain_logits.shape}.")
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   _check_weight(kl_weight, "kl_weight")
   forget_mask = _checks.broadcast_mask(forget_where, logp.shape, "forget_where")
@@ -432,7 +428,6 @@ def simnpo(forget_logp: ArrayLike,
                      f"{logp.shape}, got {lengths.shape}.")
   if not isinstance(lengths, jax.core.Tracer) and bool(jnp.any(lengths < 0)):
     raise ValueError("`lengths` must be non-negative token counts.")
-  _checks.check_scalar(beta, "beta")
   _checks.check_positive(beta, "beta")
   _checks.check_scalar(gamma, "gamma")
   mask = _checks.broadcast_mask(where, logp.shape, "where")
@@ -541,7 +536,6 @@ def project_forget_gradient(forget_grads: Any,
   """
   directions = _split_directions(retain_directions, forget_grads,
                                  "retain_directions", "forget_grads")
-  _checks.check_scalar(rank_tolerance, "rank_tolerance")
   _checks.check_positive(rank_tolerance, "rank_tolerance")
   if metric_weights is not None:
     if jax.tree.structure(metric_weights) != jax.tree.structure(forget_grads):
@@ -690,11 +684,8 @@ def gu_project(*,
   """
   if metric not in _METRICS:
     raise ValueError(f"`metric` must be one of {_METRICS}, got {metric!r}.")
-  _checks.check_scalar(b2, "b2")
   _checks.check_in_range(b2, "b2", 0.0, 1.0, high_inclusive=False)
-  _checks.check_scalar(eps, "eps")
   _checks.check_positive(eps, "eps")
-  _checks.check_scalar(rank_tolerance, "rank_tolerance")
   _checks.check_positive(rank_tolerance, "rank_tolerance")
 
   def init_fn(params: optax.Params) -> GUProjectState:
