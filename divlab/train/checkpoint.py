@@ -31,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from divlab.train import files
+from divlab.train import metrics
 
 PyTree = Any
 CHECKSUM_FILE = "divlab_checksums.json"
@@ -52,8 +53,7 @@ def save_tree(path: str | pathlib.Path, tree: Any) -> None:
     tree: a pytree of arrays (host or device).
   """
   import flax.serialization  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(path)
-  if jax.process_index() != 0:
+  if not metrics.is_writer():
     return
   files.write_atomically(path, flax.serialization.msgpack_serialize(
       jax.tree.map(np.asarray, jax.device_get(tree))))
