@@ -39,6 +39,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     raises, the temporary file is removed, ``path`` keeps its old contents and
     the exception propagates.
 
+  Raises:
+    ValueError: ``path`` is an existing directory.
+
   Example:
     >>> import tempfile
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "table.md"
@@ -48,6 +51,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     b'| a |\\n'
   """
   path = pathlib.Path(path)
+  if path.is_dir():
+    raise ValueError(f"`path`={str(path)!r} is a directory, not a file to write.")
   path.parent.mkdir(parents=True, exist_ok=True)
   # Same folder, so the rename never crosses file systems (which would copy).
   tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -70,7 +75,8 @@ def write_atomically(path: str | os.PathLike, data: str | bytes) -> None:
     data: the new contents.
 
   Raises:
-    ValueError: ``data`` is neither ``str`` nor ``bytes``.
+    ValueError: ``data`` is neither ``str`` nor ``bytes``, or ``path`` is a
+      directory.
 
   Example:
     >>> import tempfile

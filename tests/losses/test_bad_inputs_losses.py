@@ -763,6 +763,8 @@ CASES = [
         4096, 3, 5, grad_itemsize=0), "grad_itemsize"),
     ("fused_chunk_plan chunk_size", lambda: fused.fused_chunk_plan(
         4096, 3, 5, chunk_size=0), "chunk_size"),
+    ("fused_chunk_plan platform", lambda: fused.fused_chunk_plan(
+        4096, 3, 5, platform=0), "platform"),
 ]
 
 

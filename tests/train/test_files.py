@@ -82,6 +82,16 @@ def test_write_atomically_rejects_other_data(tmp_path):
   assert not (tmp_path / "x").exists()
 
 
+def test_a_directory_is_not_overwritten(tmp_path):
+  (tmp_path / "results.md").mkdir()
+  for write in (lambda: files.write_atomically(tmp_path / "results.md", "x"),
+                lambda: metrics.write_json(tmp_path / "results.md", {}),
+                lambda: metrics.write_npz(tmp_path / "results.md", x=np.zeros(1))):
+    with pytest.raises(ValueError, match="`path`"):
+      write()
+  assert (tmp_path / "results.md").is_dir() and _leftovers(tmp_path) == []
+
+
 def test_write_json_and_write_npz_round_trip(tmp_path):
   metrics.write_json(tmp_path / "a.json", {"x": np.float32(0.5), "v": np.arange(3)})
   assert json.loads((tmp_path / "a.json").read_text()) == {"x": 0.5, "v": [0, 1, 2]}
