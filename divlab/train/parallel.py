@@ -17,6 +17,7 @@ from the host-local slices.
 """
 from __future__ import annotations
 
+import copy
 import os
 import pathlib
 import time
@@ -265,30 +266,43 @@ class TrainStep:
   function; :func:`divlab.train.fit` tests that K steps per call give the
   parameters of K single calls bit for bit.
 
+  Loss arguments: a step built with ``loss_args`` (a dict of numbers or
+  arrays, e.g. ``{"beta": 0.1}``) passes them to ``step_fn`` as traced
+  keyword arguments, so ``step.with_loss_args(beta=0.5)`` is the same compiled
+  program with another value. A sweep over a loss weight then compiles once
+  per shape instead of once per value.
+
   Args:
-    step_fn: the pure ``step(state, batch) -> (state, metrics)``.
+    step_fn: the pure ``step(state, batch, **loss_args) -> (state, metrics)``.
     mesh: the device mesh; state and metrics come back replicated on it.
     donate: donate the old state's buffers to the new one.
+    loss_args: optional ``{name: number or array}`` given to ``step_fn``.
   """
 
-  def __init__(self, step_fn: Callable[[TrainState, PyTree], tuple[TrainState, dict]],
-               mesh: Mesh, *, donate: bool = True):
+  def __init__(self, step_fn: Callable[..., tuple[TrainState, dict]],
+               mesh: Mesh, *, donate: bool = True,
+               loss_args: Optional[dict[str, Any]] = None):
     self.step_fn = step_fn
     self.mesh = mesh
+    self.loss_args = _loss_args(loss_args, None, mesh)
     donate_argnums = (0,) if donate else ()
     out_shardings = (replicated(mesh), replicated(mesh))
-    self._one = jax.jit(step_fn, donate_argnums=donate_argnums,
+
+    # The names below are the jitted programs' names (compile logs count them).
+    def train_step(state, batch, loss_args):
+      return step_fn(state, batch, **loss_args)
+
+    def train_steps(state, batches, loss_args):
+      return jax.lax.scan(lambda s, b: step_fn(s, b, **loss_args), state, batches)
+
+    self._one = jax.jit(train_step, donate_argnums=donate_argnums,
                         out_shardings=out_shardings)
-
-    def train_steps(state, batches):
-      return jax.lax.scan(step_fn, state, batches)
-
     self._scan = jax.jit(train_steps, donate_argnums=donate_argnums,
                          out_shardings=out_shardings)
     self._loops_well: dict = {}
 
   def __call__(self, state: TrainState, batch: PyTree) -> tuple[TrainState, dict]:
-    return self._one(state, batch)
+    return self._one(state, batch, self.loss_args)
 
   def run(self, state: TrainState, batches: PyTree) -> tuple[TrainState, dict]:
     """K steps on ``batches`` (leaves ``[K, global_batch, ...]``) in one call.
@@ -296,7 +310,22 @@ class TrainStep:
     Returns:
       ``(state after K steps, metrics)`` with every metric stacked ``[K]``.
     """
-    return self._scan(state, batches)
+    return self._scan(state, batches, self.loss_args)
+
+  def with_loss_args(self, **values: Any) -> "TrainStep":
+    """This step with other loss-argument values, sharing its compiled programs.
+
+    Args:
+      **values: new values for some or all of the step's ``loss_args``; each
+        keeps the shape and dtype of the value it replaces.
+
+    Returns:
+      A :class:`TrainStep` that shares this one's jitted functions (and so
+      their compilations) and passes the new values.
+    """
+    bound = copy.copy(self)
+    bound.loss_args = _loss_args(values, self.loss_args, self.mesh)
+    return bound
 
   def loops_well(self, state: TrainState, batch: PyTree) -> bool:
     """Whether :meth:`run` is as fast per step as single calls on this backend.
@@ -322,7 +351,7 @@ class TrainStep:
               (np.shape(x)[0] * jax.process_count(),) + np.shape(x)[1:],
               np.result_type(x)), batch)
       try:
-        jaxpr = jax.make_jaxpr(self.step_fn)(state, spec)
+        jaxpr = jax.make_jaxpr(self._one)(state, spec, self.loss_args)
       except Exception:  # pylint: disable=broad-except
         # Cannot tell: single steps are never the slow case.
         self._loops_well[key] = False
@@ -344,10 +373,44 @@ def _uses_primitive(jaxpr, name: str) -> bool:
   return False
 
 
+def _loss_args(values: Optional[dict[str, Any]], previous: Optional[dict[str, jax.Array]],
+               mesh: Mesh) -> dict[str, jax.Array]:
+  """Checks loss arguments and places them replicated on the mesh.
+
+  With ``previous`` (the values of the step being rebound) only its names are
+  accepted, each with its shape and dtype, and unnamed ones keep their value:
+  the compiled programs then apply unchanged.
+  """
+  if values is None:
+    values = {}
+  if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+    raise ValueError(f"`loss_args` must be a dict with string keys, got {values!r}.")
+  out = dict(previous or {})
+  for name, value in values.items():
+    if isinstance(value, (str, bytes)) or value is None:
+      raise ValueError(f"loss argument `{name}` must be a number or an array, "
+                       f"got {value!r}.")
+    if previous is None:
+      out[name] = jnp.asarray(value)  # JAX's default dtypes: float32, int32
+      continue
+    if name not in previous:
+      raise ValueError(f"loss argument `{name}` is not one of this step's "
+                       f"{sorted(previous)}; build a step with it.")
+    old = previous[name]
+    array = jnp.asarray(value, dtype=old.dtype)
+    if array.shape != old.shape:
+      raise ValueError(f"loss argument `{name}` must keep its shape {old.shape}, "
+                       f"got {array.shape}.")
+    out[name] = array
+  # Host copies placed afresh: strongly typed, so every value hits one cache entry.
+  return replicate(out, mesh)
+
+
 def make_train_step(loss_fn: Callable[..., tuple[jax.Array, dict]],
                     mesh: Mesh,
                     *,
                     has_model_state: bool = False,
+                    loss_args: Optional[dict[str, Any]] = None,
                     donate: bool = True) -> TrainStep:
   """Builds the one jitted data-parallel train step.
 
@@ -359,21 +422,31 @@ def make_train_step(loss_fn: Callable[..., tuple[jax.Array, dict]],
       ``batch`` is the global batch: reductions over it are global.
     mesh: the device mesh; the state is replicated, the batch data-sharded.
     has_model_state: whether the model carries mutable collections.
+    loss_args: optional ``{name: value}`` of loss hyperparameters passed to
+      ``loss_fn`` as traced keyword arguments (``loss_fn(params, batch, rng,
+      **loss_args)``), e.g. ``{"beta": 0.1}``; ``step.with_loss_args(beta=1.0)``
+      reuses the compiled step for another value (a sweep compiles once).
     donate: donate the old state's buffers to the new one (saves memory).
 
   Returns:
     A :class:`TrainStep`: ``step(state, batch) -> (new_state, metrics)``,
     and ``step.run(state, batches)`` for K steps per dispatch; ``metrics``
     has ``loss``, ``grad_norm`` and the scalars of ``aux``.
+
+  Example:
+    >>> def loss_fn(params, batch, rng, beta):
+    ...   return jnp.mean((params["w"] * batch["x"]) ** 2) * beta, {}
+    >>> step = make_train_step(loss_fn, make_mesh(), loss_args={"beta": 0.1})
+    >>> step_at_one = step.with_loss_args(beta=1.0)  # no new compilation
   """
 
-  def train_step(state: TrainState, batch: PyTree):
+  def train_step(state: TrainState, batch: PyTree, **args):
     rng = state.step_rng()
 
     def objective(params):
       if has_model_state:
-        return loss_fn(params, batch, rng, state.model_state)
-      return loss_fn(params, batch, rng)
+        return loss_fn(params, batch, rng, state.model_state, **args)
+      return loss_fn(params, batch, rng, **args)
 
     (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     aux = dict(aux)
@@ -384,7 +457,7 @@ def make_train_step(loss_fn: Callable[..., tuple[jax.Array, dict]],
     metrics = {"loss": loss, "grad_norm": _global_norm(grads), **aux}
     return new_state, metrics
 
-  return TrainStep(train_step, mesh, donate=donate)
+  return TrainStep(train_step, mesh, donate=donate, loss_args=loss_args)
 
 
 def _global_norm(tree: PyTree) -> jax.Array:

@@ -163,7 +163,7 @@ def train_model(*,
                 config: ml_collections.ConfigDict,
                 model,
                 model_spec: Optional[Mapping[str, Any]] = None,
-                loss_fn: Callable,
+                loss_fn: Optional[Callable] = None,
                 train_arrays: Mapping[str, np.ndarray],
                 eval_sets: Mapping[str, Mapping[str, np.ndarray]],
                 per_example_metrics: Callable,
@@ -196,7 +196,8 @@ def train_model(*,
       ``divlab.models.build``, saved as ``model.json`` so that
       :func:`load_model` can rebuild a divlab model from the path alone. Leave
       it None for your own module and pass it to ``load_model(path, model=)``.
-    loss_fn: pure ``loss_fn(params, batch, rng) -> (loss, aux)``.
+    loss_fn: pure ``loss_fn(params, batch, rng) -> (loss, aux)``; give it
+      or ``train_step``.
     train_arrays: the training split: arrays (``x``, ``y``, ...) or the
       lazy split ``data.open_split`` returns for the grain loader.
     eval_sets: ``{split_name: arrays}`` evaluated every ``train.eval_every``
@@ -206,8 +207,9 @@ def train_model(*,
     params: initial parameters (default: fresh ``model.init``).
     mesh: the device mesh (default: all devices).
     train_step: a step from ``parallel.make_train_step(loss_fn, mesh)`` to
-      reuse (e.g. across seeds of one method, to compile once); built from
-      ``loss_fn`` when None.
+      reuse (e.g. across seeds of one method, or across a loss weight bound
+      with ``step.with_loss_args``, to compile once); built from ``loss_fn``
+      when None.
     eval_step: likewise, from ``loop.make_eval_step(per_example_metrics, mesh)``.
     tx: the optimizer (default: ``make_optimizer(config.optimizer, ...)``).
       ``TrainState.tx`` is static, so a reused ``train_step`` compiles once
@@ -221,6 +223,8 @@ def train_model(*,
     training scalars with a ``train_`` prefix (see :func:`loop.fit`).
   """
   from divlab import data  # pylint: disable=g-import-not-at-top
+  if (loss_fn is None) == (train_step is None):
+    raise ValueError("give exactly one of `loss_fn` and `train_step`.")
   mesh = parallel.make_mesh() if mesh is None else mesh
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)

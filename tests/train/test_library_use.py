@@ -15,6 +15,7 @@ import pytest
 from divlab import train
 from divlab.divergences import entropy
 from divlab.train import metrics as metrics_lib
+from divlab.train import parallel
 
 
 class TwoLayerNet(nn.Module):
@@ -139,3 +140,15 @@ def test_a_missing_required_key_is_named(tmp_path, missing):
     train.train_model(workdir=tmp_path, config=config, model=MODEL, loss_fn=_loss_fn,
                       train_arrays=ARRAYS, eval_sets={}, per_example_metrics=_accuracy,
                       seed=0)
+
+
+@pytest.mark.parametrize("give", ["neither", "both"])
+def test_train_model_takes_exactly_one_of_loss_fn_and_train_step(tmp_path, give):
+  config = train.run_config(batch_size=16, optimizer={"name": "sgd"}, num_steps=1,
+                            progress=False)
+  step = parallel.make_train_step(_loss_fn, parallel.make_mesh())
+  extra = {} if give == "neither" else {"loss_fn": _loss_fn, "train_step": step}
+  with pytest.raises(ValueError, match="exactly one of `loss_fn` and `train_step`"):
+    train.train_model(workdir=tmp_path, config=config, model=MODEL, train_arrays=ARRAYS,
+                      eval_sets={}, per_example_metrics=_accuracy, seed=0, **extra)
+  assert not list(tmp_path.iterdir())  # refused before writing anything
