@@ -117,7 +117,7 @@ def _train_one(config, dataset, prepared, method, beta, seed, path, steps,
   splits = prepared["splits"]
   params, _ = trainer.train_model(
       workdir=path, config=config, model=model, model_spec=spec,
-      loss_fn=steps["loss_fn"], train_arrays=splits["train"],
+      train_arrays=splits["train"],
       eval_sets={"val": splits["val"], "test": splits["test"]},
       per_example_metrics=steps["per_example"], seed=seed,
       train_step=steps["train_step"], eval_step=steps["eval_step"],
@@ -147,7 +147,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   # Evaluation and the information plane depend only on the architecture, so
   # methods sharing it share their compiled functions (across datasets too).
   evaluators: dict[str, dict] = {}
-  train_steps: dict[tuple, dict] = {}
+  train_steps: dict[str, parallel.TrainStep] = {}
   started = time.perf_counter()
   records = []
   total = len(names) * config.num_seeds * sum(len(method_betas(config, m))
@@ -168,17 +168,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
             "info_plane": jax.jit(functools.partial(
                 methods_lib.information_plane, model, width=width))}
       evaluator = evaluators[key]
+      # One jitted step per method with beta a traced argument: every beta and
+      # seed, and the datasets whose inputs have the same shape, share its
+      # compilations (jit caches per shape).
+      if method not in train_steps:
+        loss_fn = methods_lib.make_loss_fn(config, method, model)
+        train_steps[method] = parallel.make_train_step(
+            loss_fn, mesh, loss_args={"beta": 0.0})
       for beta in method_betas(config, method):
-        # One jitted step per (method, beta), reused by every seed and by the
-        # datasets whose inputs have the same shape (jit caches per shape).
-        if (method, beta) not in train_steps:
-          loss_fn = methods_lib.make_loss_fn(config, method, beta, model)
-          train_steps[(method, beta)] = {
-              "loss_fn": loss_fn,
-              "train_step": parallel.make_train_step(loss_fn, mesh)}
         # `tx` is static in the state: one object for all runs keeps one compile.
-        steps = {**train_steps[(method, beta)], "tx": tx,
-                 "per_example": evaluator["per_example"],
+        steps = {"train_step": train_steps[method].with_loss_args(beta=beta),
+                 "tx": tx, "per_example": evaluator["per_example"],
                  "eval_step": evaluator["eval_step"]}
         for seed in range(config.seed, config.seed + config.num_seeds):
           path = run_dir(workdir, dataset, method, beta, seed)

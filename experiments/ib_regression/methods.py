@@ -1,7 +1,7 @@
 """What each compared method optimises and what is measured on held-out data.
 
-A method is a name in ``METHODS``. `make_loss_fn` turns (method, beta) into a
-pure ``loss_fn(params, batch, rng)`` over a `divlab.models.BottleneckMLP`,
+A method is a name in ``METHODS``. `make_loss_fn` turns a method into a pure
+``loss_fn(params, batch, rng, beta)`` over a `divlab.models.BottleneckMLP`,
 calling the losses of `divlab.losses.bottleneck`; `make_eval_metrics` gives
 the per-example squared errors, clean and under FGSM, that the shared eval
 step sums; `information_plane` measures I(X;T) and I(Y;T) of a trained model.
@@ -59,9 +59,12 @@ def bandwidth(config: ml_collections.ConfigDict):
   raise ValueError(f"`loss.bandwidth_rule`={rule!r}: use 'fixed' or 'median'.")
 
 
-def make_loss_fn(config: ml_collections.ConfigDict, method: str, beta: float,
-                 model) -> Callable:
-  """The training objective of ``method`` at weight ``beta``.
+def make_loss_fn(config: ml_collections.ConfigDict, method: str, model) -> Callable:
+  """The training objective of ``method``, with its weight ``beta`` an argument.
+
+  ``loss_fn(params, batch, rng, beta)``: beta is a traced train-step argument
+  (``parallel.make_train_step(..., loss_args={"beta": b})``), so one compiled
+  step serves every beta of the sweep. MSE ignores it.
 
   Every method decodes from the bottleneck of the same architecture. VIB
   samples t from its Gaussian encoder and NIB / squared-NIB add fixed
@@ -72,7 +75,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, method: str, beta: float,
   width = bandwidth(config)
   loss_config = config.loss
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, rng, beta):
     x, y = batch["x"], batch["y"]
     variables = {"params": params}
     mean, log_variance = model.apply(variables, x, method="encode")

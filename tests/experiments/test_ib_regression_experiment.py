@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from divlab import run as runner
+from divlab.train import compilation
 from experiments.ib_regression import experiment
 from experiments.ib_regression import toy
 
@@ -126,3 +127,18 @@ def test_two_gaussians_batch_must_be_the_whole_sample(tmp_path):
   config.data.batch_size = 100
   with pytest.raises(ValueError, match="batch_size"):
     toy.run(config, tmp_path)
+
+
+def test_a_beta_sweep_compiles_one_train_step_per_method(tmp_path):
+  config = _config("regression", "smoke")
+  config.methods = ("mse", "cs_ib")
+  config.betas = (0.1, 1.0)
+  config.num_seeds = 1
+  with compilation.CompileTimer() as timer:
+    runner.run(config, tmp_path)
+  steps = {k: v for k, v in timer.programs.items() if "train_step" in k}
+  assert sum(steps.values()) == len(config.methods), steps
+  # The bound beta reaches the loss: the two CS-IB runs train different models.
+  sweep = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+  cs_ib = {r["beta"]: r["test_rmse"] for r in sweep if r["method"] == "cs_ib"}
+  assert set(cs_ib) == {0.1, 1.0} and cs_ib[0.1] != cs_ib[1.0]
