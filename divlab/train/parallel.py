@@ -397,6 +397,11 @@ def _loss_args(values: Optional[dict[str, Any]], previous: Optional[dict[str, ja
       raise ValueError(f"loss argument `{name}` is not one of this step's "
                        f"{sorted(previous)}; build a step with it.")
     old = previous[name]
+    if not np.can_cast(np.result_type(value), old.dtype, casting="same_kind"):
+      # e.g. a step built with beta=1 (int32) would truncate beta=0.5 to 0.
+      raise ValueError(f"loss argument `{name}` is {old.dtype} in this step and "
+                       f"cannot take {value!r} without losing it; build the step "
+                       f"with a value of the dtype you sweep (e.g. 1.0, not 1).")
     array = jnp.asarray(value, dtype=old.dtype)
     if array.shape != old.shape:
       raise ValueError(f"loss argument `{name}` must keep its shape {old.shape}, "

@@ -101,6 +101,7 @@ def test_a_step_without_loss_args_calls_the_loss_with_three_arguments():
     ({"beta": np.ones(2)}, "`beta` must keep its shape"),
     ({"beta": "0.5"}, "`beta` must be a number or an array"),
     ({"beta": None}, "`beta` must be a number or an array"),
+    ({"beta": 1 + 2j}, "`beta` is float32 in this step and cannot take"),
 ])
 def test_bad_rebinding_is_a_value_error(setup, values, match):
   _, _, step, _ = setup
@@ -115,3 +116,10 @@ def test_bad_rebinding_is_a_value_error(setup, values, match):
 def test_bad_loss_args_are_a_value_error(loss_args, match):
   with pytest.raises(ValueError, match=match):
     parallel.make_train_step(weighted_loss, parallel.make_mesh(), loss_args=loss_args)
+
+
+def test_an_integer_loss_argument_refuses_a_fraction_rather_than_truncating_it():
+  step = parallel.make_train_step(weighted_loss, parallel.make_mesh(), loss_args={"beta": 1})
+  with pytest.raises(ValueError, match="`beta` is int32 in this step and cannot take 0.5"):
+    step.with_loss_args(beta=0.5)
+  assert int(step.with_loss_args(beta=3).loss_args["beta"]) == 3
