@@ -198,6 +198,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   rows = write_tables(config, workdir, records, epsilons, notes)
   plots.information_plane(workdir / "information_plane.png", records, names,
                           methods)
+  plots.beta_sweep(workdir / "beta_sweep.png", records, names, methods)
   print(f"ib_regression: {len(records)} sub-runs, "
         f"{time.perf_counter() - started:.0f} s", flush=True)
   return rows

@@ -8,6 +8,7 @@ import pytest
 from divlab import run as runner
 from divlab.train import compilation
 from experiments.ib_regression import experiment
+from experiments.ib_regression import plots
 from experiments.ib_regression import toy
 
 def _config(name, arg=""):
@@ -95,6 +96,7 @@ def test_regression_smoke_end_to_end_and_resume(tmp_path):
   assert {r["method"] for r in sweep} == set(config.methods)
   assert all(np.isfinite(r["i_xt"]) and np.isfinite(r["i_yt"]) for r in sweep)
   assert (tmp_path / "information_plane.png").stat().st_size > 0
+  assert (tmp_path / "beta_sweep.png").stat().st_size > 0
   text = (tmp_path / "results.md").read_text()
   assert "FGSM" in text and "cs_ib" in text and "Optimistic" in text
   # The three CS-IB variants train different objectives, so their models differ.
@@ -142,3 +144,17 @@ def test_a_beta_sweep_compiles_one_train_step_per_method(tmp_path):
   sweep = json.loads((tmp_path / "sweep.json").read_text())["rows"]
   cs_ib = {r["beta"]: r["test_rmse"] for r in sweep if r["method"] == "cs_ib"}
   assert set(cs_ib) == {0.1, 1.0} and cs_ib[0.1] != cs_ib[1.0]
+
+
+def test_beta_sweep_plots_seed_means_and_sample_stds(tmp_path):
+  records = [{"dataset": "d", "method": m, "beta": b, "test_rmse": v}
+             for m, b, v in [("mse", 0.0, 2.0), ("mse", 0.0, 4.0),
+                             ("cs_ib", 1.0, 1.0), ("cs_ib", 1.0, 3.0),
+                             ("cs_ib", 0.1, 5.0), ("cs_ib", 0.1, 5.0)]]
+  drawn = plots.beta_sweep(tmp_path / "sweep.png", records, ["d"], ["mse", "cs_ib"])
+  betas, means, stds = drawn[("d", "cs_ib")]
+  np.testing.assert_array_equal(betas, [0.1, 1.0])  # increasing beta
+  np.testing.assert_allclose(means, [5.0, 2.0])
+  np.testing.assert_allclose(stds, [0.0, np.sqrt(2.0)])  # ddof = 1
+  np.testing.assert_allclose(drawn[("d", "mse")][1], [3.0])
+  assert (tmp_path / "sweep.png").stat().st_size > 0
