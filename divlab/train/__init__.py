@@ -10,6 +10,7 @@ from divlab.train import zipped
 from divlab.train.checkpoint import Checkpointer
 from divlab.train.ensemble import EnsembleLoader
 from divlab.train.ensemble import train_ensemble
+from divlab.train.figures import learning_curves
 from divlab.train.figures import save_figure
 from divlab.train.loop import NonFiniteLossError
 from divlab.train.loop import Preempted

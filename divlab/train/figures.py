@@ -16,11 +16,17 @@ workdir. Two things make a plain ``fig.savefig(path)`` wrong there:
 The figure is closed on every process: pyplot keeps each open figure alive,
 so a sweep that draws a picture per setting would otherwise grow its memory
 with every plot.
+
+:func:`learning_curves` draws the figure any family can use: metrics from
+``metrics.jsonl`` against the step, averaged over seeds.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from divlab.train import files
 from divlab.train import metrics
@@ -84,3 +90,64 @@ def _close(fig) -> None:
   # backend) for programs that never draw.
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   plt.close(fig)
+
+
+def learning_curves(path: str | os.PathLike,
+                    histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+                    keys: Sequence[str], *, dpi: int = 120) -> dict:
+  """Metrics against the training step: one panel per key, one line per label.
+
+  Each label (say a model) has one history per run (say a seed), as
+  :func:`divlab.train.metrics.read_metrics` returns it. A line is the mean over
+  a label's runs at the steps where every run logged the key; with several
+  runs, a band spans their minimum and maximum. A key no run logged leaves its
+  panel out.
+
+  Args:
+    path: the image to write (see :func:`save_figure`).
+    histories: ``{label: [records of run 1, records of run 2, ...]}``.
+    keys: metric names to draw, e.g. ``("train_loss", "test_accuracy")``.
+    dpi: resolution.
+
+  Returns:
+    ``{(label, key): (steps, means)}``, the drawn lines.
+
+  Example:
+    ``learning_curves(workdir / "curves.png", {"mlp": [read_metrics(run)]},
+    ("train_loss",))``
+  """
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  lines, bands = {}, {}
+  for label, runs in histories.items():
+    for key in keys:
+      per_run = [{r["step"]: r[key] for r in run if key in r} for run in runs]
+      steps = sorted(set.intersection(*(set(v) for v in per_run))) if per_run else []
+      if not steps:
+        continue
+      values = np.array([[v[s] for s in steps] for v in per_run], np.float64)
+      lines[(label, key)] = (np.array(steps), values.mean(axis=0))
+      bands[(label, key)] = (values.min(axis=0), values.max(axis=0), len(per_run))
+  drawn_keys = [k for k in keys if any(key == k for _, key in lines)]
+  if not drawn_keys:
+    raise ValueError(f"no history logs any of `keys`={list(keys)}.")
+  fig, axes = plt.subplots(1, len(drawn_keys), figsize=(4.4 * len(drawn_keys), 3.4),
+                           squeeze=False)
+  colours = plt.get_cmap("tab10")
+  for ax, key in zip(axes[0], drawn_keys):
+    for index, label in enumerate(histories):
+      if (label, key) not in lines:
+        continue
+      steps, mean = lines[(label, key)]
+      low, high, count = bands[(label, key)]
+      ax.plot(steps, mean, "o-" if len(steps) < 12 else "-", ms=3,
+              color=colours(index % 10), label=label if count == 1 else
+              f"{label} (mean of {count}, min-max band)")
+      if count > 1:
+        ax.fill_between(steps, low, high, color=colours(index % 10), alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_title(key, fontsize=9)
+  axes[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  save_figure(fig, path, dpi=dpi)
+  return lines

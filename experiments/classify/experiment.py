@@ -9,6 +9,7 @@ import ml_collections
 from divlab import data
 from divlab import models
 from divlab.losses import softmax_cross_entropy
+from divlab.train import figures
 from divlab.train import metrics as metrics_lib
 from divlab.train import trainer
 
@@ -50,7 +51,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
       memory_budget_bytes=int(config.data.get("memory_budget_mb", 1024)) << 20)
   splits = {"train": train,
             "test": data.load(config.data.name, config.data.eval_split)}
-  records = []
+  records, histories = [], {}
   for model_name in config.models:
     for seed in range(config.seed, config.seed + config.num_seeds):
       path = run_dir(workdir, model_name, seed)
@@ -63,10 +64,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
       records.append({"model": model_name, "seed": seed,
                       "test_acc": final["test_accuracy"],
                       "test_loss": final["test_loss"]})
+      histories.setdefault(model_name, []).append(metrics_lib.read_metrics(path))
   rows = metrics_lib.aggregate_seeds(records, keys=("model",),
                                      metrics=("test_acc", "test_loss"))
   text = metrics_lib.write_results(
       workdir, rows, title=f"Classification on {config.data.name}",
       columns=("model", "test_acc", "test_loss", "seeds"))
   print(text)
+  figures.learning_curves(workdir / "training_curves.png", histories,
+                          ("train_loss", "test_loss", "test_accuracy"))
   return rows

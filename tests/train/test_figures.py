@@ -110,3 +110,28 @@ def test_bad_suffix_is_refused_naming_path(tmp_path, name):
 def test_docstring_example_runs():
   failures, tried = doctest.testmod(figures, raise_on_error=False)
   assert tried > 0 and failures == 0
+
+
+def test_learning_curves_average_runs_at_their_common_steps(tmp_path):
+  run_a = [{"step": 10, "train_loss": 2.0}, {"step": 20, "train_loss": 1.0,
+                                             "test_accuracy": 0.5}]
+  run_b = [{"step": 10, "train_loss": 4.0}, {"step": 20, "train_loss": 3.0,
+                                             "test_accuracy": 0.7},
+           {"step": 30, "train_loss": 0.5}]  # step 30: only in run b
+  lines = figures.learning_curves(tmp_path / "curves.png",
+                                  {"cnn": [run_a, run_b], "mlp": [run_a]},
+                                  ("train_loss", "test_accuracy", "never_logged"))
+  steps, mean = lines[("cnn", "train_loss")]
+  assert steps.tolist() == [10, 20] and mean.tolist() == [3.0, 2.0]
+  steps, mean = lines[("cnn", "test_accuracy")]
+  assert steps.tolist() == [20] and mean == pytest.approx([0.6])
+  assert lines[("mlp", "train_loss")][1].tolist() == [2.0, 1.0]
+  assert not any(key == "never_logged" for _, key in lines)
+  assert (tmp_path / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
+  assert not plt.get_fignums()  # closed after saving
+
+
+def test_learning_curves_without_any_logged_key_is_a_value_error(tmp_path):
+  with pytest.raises(ValueError, match="no history logs any of `keys`"):
+    figures.learning_curves(tmp_path / "c.png", {"mlp": [[{"step": 1}]]}, ("train_loss",))
+  assert not (tmp_path / "c.png").exists()

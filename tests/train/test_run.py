@@ -54,6 +54,7 @@ def test_smoke_run_writes_every_output(reference):
   first = json.loads(metrics["cnn_seed0"].splitlines()[0])
   assert first["step"] == 10 and isinstance(first["train_loss"], float)
   assert list((reference / "runs" / "cnn_seed0" / "tensorboard").iterdir())
+  assert (reference / "training_curves.png").read_bytes()[1:4] == b"PNG"
 
 
 def _wait_for_lines(path, n, proc, timeout=300):
