@@ -152,6 +152,10 @@ def test_two_processes_killed_and_resumed_match_one_process(config, single_proce
   for name, path in expected.items():
     if path.suffix in (".json", ".jsonl"):
       _assert_close(_json_values(files[name]), _json_values(path), name)
+    elif path.suffix == ".png":
+      # Drawn from the metrics compared above as close, not bit-equal, so
+      # the pixels may differ; the image must still be a whole PNG.
+      assert files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     elif path.suffix != ".md":  # the Markdown rounds the same numbers
       assert files[name].read_bytes() == path.read_bytes(), name
   # Each of the two launches wrote one TensorBoard file, from process 0 only.
