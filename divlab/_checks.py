@@ -36,6 +36,15 @@ def check_positive(value: Any, name: str) -> None:
     raise ValueError(f"`{name}` must be positive, got {value!r}.")
 
 
+def check_positive_finite(value: Any, name: str) -> None:
+  """Raises ValueError unless `value` is a scalar in (0, inf) when concrete.
+
+  For divisors such as a softmax temperature, where inf is as wrong as 0.
+  A traced scalar passes (see `check_scalar`).
+  """
+  check_in_range(value, name, 0.0, np.inf, low_inclusive=False, high_inclusive=False)
+
+
 def check_in_range(value: Any, name: str, low: float, high: float,
                    *, low_inclusive: bool = True,
                    high_inclusive: bool = True) -> None:

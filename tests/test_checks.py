@@ -37,7 +37,8 @@ def test_check_in_range_accepts(value, high, kwargs):
 @pytest.mark.parametrize("check", [
     lambda value: _checks.check_positive(value, "arg"),
     lambda value: _checks.check_in_range(value, "arg", 0.0, 1.0),
-], ids=["check_positive", "check_in_range"])
+    lambda value: _checks.check_positive_finite(value, "arg"),
+], ids=["check_positive", "check_in_range", "check_positive_finite"])
 def test_range_checks_refuse_what_is_not_a_scalar(check, value, message):
   # A range check that let an array or a string through unchecked would pass
   # it on to the arithmetic (a wrong-shaped loss, or a TypeError deep inside).
@@ -48,7 +49,19 @@ def test_range_checks_refuse_what_is_not_a_scalar(check, value, message):
 def test_range_checks_let_traced_scalars_through():
   import jax  # pylint: disable=g-import-not-at-top
   jax.jit(lambda x: (_checks.check_positive(x, "arg"),
-                     _checks.check_in_range(x, "arg", 0.0, 1.0), x)[-1])(-3.0)
+                     _checks.check_in_range(x, "arg", 0.0, 1.0),
+                     _checks.check_positive_finite(x, "arg"), x)[-1])(-3.0)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, np.inf, -np.inf, np.nan])
+def test_check_positive_finite_rejects(value):
+  with pytest.raises(ValueError, match=r"`temperature` must lie in \(0.0, inf\)"):
+    _checks.check_positive_finite(value, "temperature")
+
+
+@pytest.mark.parametrize("value", [1e-30, 0.5, 1e30, np.float32(2.0)])
+def test_check_positive_finite_accepts(value):
+  _checks.check_positive_finite(value, "temperature")
 
 
 def test_sliced_wasserstein_refuses_infinite_order():

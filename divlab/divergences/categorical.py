@@ -649,7 +649,6 @@ def js(p_logits: ArrayLike, q_logits: ArrayLike, *, beta: ArrayLike = 0.5,
   """
   (p, q), axis, mask, dtype = _prepare({"p_logits": p_logits, "q_logits": q_logits},
                                        axis, where)
-  _checks.check_scalar(beta, "beta")
   _checks.check_in_range(beta, "beta", 0.0, 1.0)
   return _js_core(p, q, mask, jnp.asarray(beta, dtype), axis)
 

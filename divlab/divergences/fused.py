@@ -600,9 +600,7 @@ def fused_linear_divergence(student_hidden: ArrayLike,
   if w_t.shape[1] != w_s.shape[1]:
     raise ValueError(f"`teacher_weight` has {w_t.shape[1]} classes, "
                      f"`student_weight` {w_s.shape[1]}: they must agree.")
-  _checks.check_positive(temperature, "temperature")
-  if _checks.is_concrete_number(temperature) and not math.isfinite(float(temperature)):
-    raise ValueError(f"`temperature` must be finite, got {temperature!r}.")
+  _checks.check_positive_finite(temperature, "temperature")
   _checks.check_in_range(beta, "beta", 0.0, 1.0)
   _check_chunk_size(chunk_size)
   accumulation_dtype = _check_accumulation_dtype(accumulation_dtype, w_s.dtype)

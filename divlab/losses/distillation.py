@@ -150,12 +150,6 @@ def _very_negative(dtype) -> float:
   return float(jnp.finfo(dtype).min) / 8
 
 
-def _check_temperature(temperature) -> None:
-  """T divides the logits: a positive, finite scalar (a traced T is not checked)."""
-  _checks.check_in_range(temperature, "temperature", 0.0, np.inf,
-                         low_inclusive=False, high_inclusive=False)
-
-
 def _check_weight(value, name: str) -> None:
   """A loss term's weight: a finite scalar >= 0 (a negative one flips the term)."""
   _checks.check_in_range(value, name, 0.0, np.inf, high_inclusive=False)
@@ -177,7 +171,7 @@ def _hard_plus_soft(student_logits, teacher_logits, labels, soft_fn, *,
                     temperature, alpha, where, class_where, reduction):
   """(1 - alpha) CE(y, s) + alpha * soft_fn(student / T, teacher / T)."""
   student, teacher = _logit_pair(student_logits, teacher_logits)
-  _check_temperature(temperature)
+  _checks.check_positive_finite(temperature, "temperature")
   _checks.check_in_range(alpha, "alpha", 0.0, 1.0)
   position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
@@ -597,7 +591,7 @@ def _sinkhorn_cost_and_plan(student_logits, teacher_logits, *, temperature,
   if student.ndim != 2:
     raise ValueError(f"`student_logits` must have shape [B, C] (Sinkhorn KD "
                      f"couples the examples of a batch), got {student.shape}.")
-  _check_temperature(temperature)
+  _checks.check_positive_finite(temperature, "temperature")
   _checks.check_positive(epsilon, "epsilon")
   if (isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer))
       or num_iters < 1):
@@ -894,7 +888,7 @@ def pld(student_logits: ArrayLike,
     >>> pld(jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.array([0]))  # 0.5 log 2
     Array([0.3465736], dtype=float32)
   """
-  _check_temperature(temperature)
+  _checks.check_positive_finite(temperature, "temperature")
   student, teacher, ranking, position_mask = _ranking_inputs(
       student_logits, teacher_logits, labels, where, class_where)
   teacher_probs = jnp.exp(divergences.masked_log_softmax(
@@ -1034,7 +1028,7 @@ def dist(student_logits: ArrayLike,
   if student.ndim != 2:
     raise ValueError(f"`student_logits` must have shape [B, C] (DIST "
                      f"correlates across the batch), got {student.shape}.")
-  _check_temperature(temperature)
+  _checks.check_positive_finite(temperature, "temperature")
   _check_weight(beta, "beta")
   _check_weight(gamma, "gamma")
   _check_weight(eps, "eps")
@@ -1143,7 +1137,7 @@ def dual_head_kd(prob_head_logits: ArrayLike,
   prob_head = _as_float(prob_head_logits, "prob_head_logits")
   _checks.check_same_shape(prob_head, teacher, "prob_head_logits",
                            "teacher_logits")
-  _check_temperature(temperature)
+  _checks.check_positive_finite(temperature, "temperature")
   _check_weight(logit_weight, "logit_weight")
   position_mask = _checks.example_mask(where, teacher.shape)
   class_mask = _checks.broadcast_mask(class_where, teacher.shape, "class_where")
@@ -1224,7 +1218,7 @@ def ofa_target(teacher_logits: ArrayLike,
   if teacher.ndim < 1:
     raise ValueError("`teacher_logits` must have a class axis, shape [..., C].")
   _checks.check_positive(gamma, "gamma")
-  _check_temperature(temperature)
+  _checks.check_positive_finite(temperature, "temperature")
   _checks.broadcast_mask(class_where, teacher.shape, "class_where")
   labels = _check_labels(labels, teacher, None)
   probs = jnp.exp(divergences.masked_log_softmax(teacher / temperature,
@@ -1273,7 +1267,7 @@ def ofa_kd(student_logits: ArrayLike,
     Array([0.6931472], dtype=float32)
   """
   student, teacher = _logit_pair(student_logits, teacher_logits)
-  _check_temperature(temperature)
+  _checks.check_positive_finite(temperature, "temperature")
   position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")
   student = _blank_padding(student, position_mask)
