@@ -101,7 +101,7 @@ def learning_curves(path: str | os.PathLike,
   :func:`divlab.train.metrics.read_metrics` returns it. A line is the mean over
   a label's runs at the steps where every run logged the key; with several
   runs, a band spans their minimum and maximum. A key no run logged leaves its
-  panel out.
+  panel out; a NaN value makes that step's mean NaN (a gap in the line).
 
   Args:
     path: the image to write (see :func:`save_figure`).
@@ -118,11 +118,21 @@ def learning_curves(path: str | os.PathLike,
   """
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+  if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+    raise ValueError(f"`keys` must be a sequence of metric names, got {keys!r}.")
+  if not isinstance(histories, Mapping) or not histories:
+    raise ValueError("`histories` must be a non-empty {label: [records per run]} "
+                     f"mapping, got {type(histories).__name__}.")
+  for label, runs in histories.items():
+    if isinstance(runs, Mapping) or not runs or any(
+        not isinstance(r, Mapping) or "step" not in r for run in runs for r in run):
+      raise ValueError(f"`histories`[{label!r}] must be a list of runs, each a list "
+                       "of records with a 'step' (as read_metrics returns).")
   lines, bands = {}, {}
   for label, runs in histories.items():
     for key in keys:
       per_run = [{r["step"]: r[key] for r in run if key in r} for run in runs]
-      steps = sorted(set.intersection(*(set(v) for v in per_run))) if per_run else []
+      steps = sorted(set.intersection(*(set(v) for v in per_run)))
       if not steps:
         continue
       values = np.array([[v[s] for s in steps] for v in per_run], np.float64)

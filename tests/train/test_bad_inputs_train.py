@@ -7,6 +7,7 @@ path or key, and which files exist afterwards. The CLI runs in-process
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 import textwrap
@@ -19,7 +20,9 @@ import optax
 import pytest
 
 from divlab import run as run_lib
+from divlab import train
 from divlab.train import checkpoint as checkpoint_lib
+from divlab.train import figures
 from divlab.train import metrics as metrics_lib
 from divlab.train import parallel
 from divlab.train import trainer
@@ -433,3 +436,77 @@ def test_save_tree_round_trips_and_load_tree_names_a_missing_file(tmp_path):
     np.testing.assert_array_equal(np.asarray(got, np.float64), np.asarray(want, np.float64))
   with pytest.raises(ValueError, match="`path`"):
     checkpoint.load_tree(tmp_path / "missing.msgpack")
+
+
+# ----------------------------------------------------------------------------
+# Library functions of the training layer: loss arguments and learning curves.
+
+
+def _weighted_loss(params, batch, rng, beta):
+  del rng
+  return beta * jnp.sum(params["w"] * batch["x"]), {}
+
+
+def _loss_step(**loss_args):
+  return parallel.make_train_step(_weighted_loss, parallel.make_mesh(),
+                                  loss_args=loss_args)
+
+
+_HISTORY = [{"step": 1, "train_loss": 1.0}]
+
+LIBRARY_CASES = {
+    "make_train_step loss_args not a dict": (lambda: parallel.make_train_step(
+        _weighted_loss, parallel.make_mesh(), loss_args=[("beta", 0.1)]), "`loss_args`"),
+    "make_train_step loss arg a string": (lambda: _loss_step(beta="0.1"), "`beta`"),
+    "with_loss_args unknown name": (lambda: _loss_step(beta=0.1).with_loss_args(
+        gamma=1.0), "`gamma`"),
+    "with_loss_args new shape": (lambda: _loss_step(beta=0.1).with_loss_args(
+        beta=np.ones(2)), "`beta`"),
+    "with_loss_args None": (lambda: _loss_step(beta=0.1).with_loss_args(beta=None),
+                            "`beta`"),
+    "with_loss_args fraction into int": (lambda: _loss_step(beta=1).with_loss_args(
+        beta=0.5), "`beta`"),
+    "learning_curves keys a string": (lambda: figures.learning_curves(
+        "c.png", {"a": [_HISTORY]}, "train_loss"), "`keys`"),
+    "learning_curves histories empty": (lambda: figures.learning_curves(
+        "c.png", {}, ("train_loss",)), "`histories`"),
+    "learning_curves one run not wrapped in a list": (lambda: figures.learning_curves(
+        "c.png", {"a": _HISTORY}, ("train_loss",)), "`histories`['a']"),
+    "learning_curves record without step": (lambda: figures.learning_curves(
+        "c.png", {"a": [[{"train_loss": 1.0}]]}, ("train_loss",)), "`histories`['a']"),
+    "learning_curves nothing logged": (lambda: figures.learning_curves(
+        "c.png", {"a": [_HISTORY]}, ("test_accuracy",)), "`keys`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIBRARY_CASES))
+def test_training_layer_bad_input_names_the_argument(case, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  call, name = LIBRARY_CASES[case]
+  with pytest.raises(ValueError, match=re.escape(name)):
+    call()
+  assert not list(tmp_path.iterdir())  # nothing drawn or written
+
+
+def test_nan_loss_argument_gives_a_nan_loss_and_bf16_values_rebind():
+  mesh = parallel.make_mesh()
+  state = train.create_state({"w": jnp.ones(3)}, optax.sgd(0.1), 0, mesh)
+  batch = parallel.shard_batch({"x": np.ones((len(jax.devices()), 3), np.float32)}, mesh)
+  step = _loss_step(beta=0.5)
+  _, metrics = step.with_loss_args(beta=np.nan)(state, batch)
+  assert np.isnan(float(metrics["loss"]))
+  bf16_step = _loss_step(beta=jnp.asarray(0.5, jnp.bfloat16))
+  rebound = bf16_step.with_loss_args(beta=0.25)
+  assert rebound.loss_args["beta"].dtype == jnp.bfloat16
+  state = train.create_state({"w": jnp.ones(3)}, optax.sgd(0.1), 0, mesh)
+  _, metrics = rebound(state, batch)
+  # 0.25 * sum(w * x) over the rows: 0.25 * 3 per row.
+  np.testing.assert_allclose(float(metrics["loss"]), 0.75 * len(jax.devices()))
+
+
+def test_learning_curves_carry_a_nan_metric_as_a_nan_mean(tmp_path):
+  runs = [[{"step": 1, "train_loss": 1.0}, {"step": 2, "train_loss": float("nan")}],
+          [{"step": 1, "train_loss": 3.0}, {"step": 2, "train_loss": 1.0}]]
+  lines = figures.learning_curves(tmp_path / "c.png", {"a": runs}, ("train_loss",))
+  mean = lines[("a", "train_loss")][1]
+  assert mean[0] == 2.0 and np.isnan(mean[1])
