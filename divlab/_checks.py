@@ -172,6 +172,17 @@ def check_scalar(value: Any, name: str) -> None:
     raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}.")
 
 
+def check_count(value: Any, name: str, minimum: int = 1) -> None:
+  """Raises ValueError unless `value` is a Python (or numpy) int >= `minimum`.
+
+  For sizes and iteration counts, which fix array shapes or loop lengths and
+  so must be concrete: a bool, a float such as 2.0 or a traced value is refused.
+  """
+  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+      or value < minimum):
+    raise ValueError(f"`{name}` must be a Python int >= {minimum}, got {value!r}.")
+
+
 def check_floating(x: jax.typing.ArrayLike, name: str) -> None:
   """Raises ValueError unless `x` has a floating dtype."""
   if not jnp.issubdtype(jnp.result_type(x), jnp.floating):

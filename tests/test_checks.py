@@ -94,3 +94,15 @@ def test_example_mask_refuses_broadcasting_and_ambiguity(mask_shape, logits_shap
   with pytest.raises(ValueError, match=message):
     _checks.example_mask(np.ones(mask_shape, bool), logits_shape)
   assert _checks.example_mask(None, logits_shape) is None
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), 2.0, "3", None, 0, -1,
+                                   np.array(3)])
+def test_check_count_rejects(value):
+  with pytest.raises(ValueError, match=r"`num_iters` must be a Python int >= 1"):
+    _checks.check_count(value, "num_iters")
+
+
+@pytest.mark.parametrize("value, minimum", [(1, 1), (np.int64(7), 1), (0, 0)])
+def test_check_count_accepts(value, minimum):
+  _checks.check_count(value, "num_iters", minimum=minimum)

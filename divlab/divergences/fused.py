@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import Optional
 
 import jax
@@ -138,10 +137,10 @@ def fused_chunk_plan(num_tokens: int, hidden_size: int, vocab_size: int, *,
     >>> fused_chunk_plan(4096, 256, 32000, grad_itemsize=4, platform="cpu")
     (512, 1, 8)
   """
-  _check_count(num_tokens, "num_tokens", minimum=0)
+  _checks.check_count(num_tokens, "num_tokens", minimum=0)
   for value, name in ((hidden_size, "hidden_size"), (vocab_size, "vocab_size"),
                       (grad_itemsize, "grad_itemsize")):
-    _check_count(value, name, minimum=1)
+    _checks.check_count(value, name)
   _check_chunk_size(chunk_size)
   if platform is not None and not isinstance(platform, str):
     raise ValueError(f"`platform` must be None or a platform name such as 'gpu', "
@@ -454,19 +453,9 @@ def _check_hidden_and_weight(hidden, weight, bias, prefix: str):
   return hidden, weight, bias
 
 
-def _check_count(value, name: str, minimum: int) -> None:
-  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-      or value < minimum):
-    raise ValueError(f"`{name}` must be a Python int >= {minimum}, got {value!r}.")
-
-
 def _check_chunk_size(chunk_size) -> None:
-  if chunk_size is None:
-    return
-  if (isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral)
-      or chunk_size < 1):
-    raise ValueError(f"`chunk_size` must be a positive Python int or None, got "
-                     f"{chunk_size!r}.")
+  if chunk_size is not None:
+    _checks.check_count(chunk_size, "chunk_size")
 
 
 def _check_accumulation_dtype(accumulation_dtype, weight_dtype) -> np.dtype:

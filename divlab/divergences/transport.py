@@ -83,8 +83,7 @@ def _schedule(epsilon, max_iterations, anneal_start, anneal_decay):
   infinite entry, which would end the loop at once; one iteration later,
   the block that is read has a real error.
   """
-  if not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
-    raise ValueError(f"`max_iterations` must be a positive int, got {max_iterations!r}.")
+  _checks.check_count(max_iterations, "max_iterations")
   inner_iterations = max(10, -(-int(max_iterations) // _MAX_CHECKPOINTS))
   settings = {"max_iterations": int(max_iterations),
               "inner_iterations": inner_iterations}
@@ -352,9 +351,7 @@ def sliced_wasserstein(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike,
   if jnp.ndim(p) != 0:
     raise ValueError(f"`p` must be a scalar, got shape {jnp.shape(p)}.")
   _checks.check_in_range(p, "p", 1.0, np.inf, high_inclusive=False)
-  if not isinstance(num_projections, (int, np.integer)) or num_projections < 1:
-    raise ValueError(
-        f"`num_projections` must be a positive int, got {num_projections!r}.")
+  _checks.check_count(num_projections, "num_projections")
   x = _samples.float_samples(x, "x")
   y = _samples.float_samples(y, "y")
   _samples.check_same_dim(x, y, "x", "y")

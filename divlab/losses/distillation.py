@@ -593,10 +593,7 @@ def _sinkhorn_cost_and_plan(student_logits, teacher_logits, *, temperature,
                      f"couples the examples of a batch), got {student.shape}.")
   _checks.check_positive_finite(temperature, "temperature")
   _checks.check_positive(epsilon, "epsilon")
-  if (isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer))
-      or num_iters < 1):
-    raise ValueError(
-        f"`num_iters` must be a positive Python int, got {num_iters!r}.")
+  _checks.check_count(num_iters, "num_iters")
   batch = student.shape[0]
   position_mask = _checks.example_mask(where, student.shape)
   _checks.broadcast_mask(class_where, student.shape, "class_where")

@@ -33,7 +33,6 @@ k1 in the reward        grad KL(pi || ref)            exact grad KL(pi || ref)
 """
 from __future__ import annotations
 
-import numbers
 from typing import Optional
 
 import jax
@@ -371,10 +370,8 @@ def grpo_loss(logp: ArrayLike,
   _checks.check_in_range(kl_coef, "kl_coef", 0.0, float("inf"))
   if kl_clamp is not None:  # checked here so that the message names `kl_clamp`
     _checks.check_positive(kl_clamp, "kl_clamp")
-  if max_length is not None and (isinstance(max_length, bool)
-                                 or not isinstance(max_length, numbers.Integral)
-                                 or max_length < 1):
-    raise ValueError(f"`max_length` must be a Python int >= 1, got {max_length!r}.")
+  if max_length is not None:
+    _checks.check_count(max_length, "max_length")
   logp = _tokens(logp, "logp")
   mask = _token_mask(where, logp.shape)
   adv = sg(_as_float(advantages, "advantages"))
