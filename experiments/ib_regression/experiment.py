@@ -147,7 +147,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   # Evaluation and the information plane depend only on the architecture, so
   # methods sharing it share their compiled functions (across datasets too).
   evaluators: dict[str, dict] = {}
-  train_steps: dict[str, parallel.TrainStep] = {}
+  train_steps: dict[tuple[str, str], parallel.TrainStep] = {}
   started = time.perf_counter()
   records = []
   total = len(names) * config.num_seeds * sum(len(method_betas(config, m))
@@ -168,16 +168,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
             "info_plane": jax.jit(functools.partial(
                 methods_lib.information_plane, model, width=width))}
       evaluator = evaluators[key]
-      # One jitted step per method with beta a traced argument: every beta and
-      # seed, and the datasets whose inputs have the same shape, share its
-      # compilations (jit caches per shape).
-      if method not in train_steps:
+      # One jitted step per (method, architecture) -- the loss closes over
+      # this `model` -- with beta a traced argument: every beta and seed, and
+      # the datasets whose inputs have the same shape, share its compilations
+      # (jit caches per shape).
+      if (method, key) not in train_steps:
         loss_fn = methods_lib.make_loss_fn(config, method, model)
-        train_steps[method] = parallel.make_train_step(
+        train_steps[(method, key)] = parallel.make_train_step(
             loss_fn, mesh, loss_args={"beta": 0.0})
       for beta in method_betas(config, method):
         # `tx` is static in the state: one object for all runs keeps one compile.
-        steps = {"train_step": train_steps[method].with_loss_args(beta=beta),
+        steps = {"train_step": train_steps[(method, key)].with_loss_args(beta=beta),
                  "tx": tx, "per_example": evaluator["per_example"],
                  "eval_step": evaluator["eval_step"]}
         for seed in range(config.seed, config.seed + config.num_seeds):
