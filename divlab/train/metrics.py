@@ -42,6 +42,17 @@ def write_json(path: str | pathlib.Path, value: Any, **dumps_kwargs) -> None:
   files.write_atomically(path, json.dumps(value, default=_to_python, **dumps_kwargs))
 
 
+def write_text(path: str | pathlib.Path, text: str) -> None:
+  """Writes ``text`` to ``path`` atomically, on process 0 only (e.g. a results.md).
+
+  Args:
+    path: the file to (over)write; its folder is created.
+    text: the contents, written as UTF-8.
+  """
+  if is_writer():
+    files.write_atomically(path, text)
+
+
 def write_npz(path: str | pathlib.Path, **arrays: Any) -> None:
   """Writes ``np.savez(path, **arrays)`` atomically, on process 0 only.
 

@@ -44,7 +44,6 @@ import tqdm
 
 from divlab import diffusion
 from divlab import divergences
-from divlab.train import files
 from divlab.train import metrics as metrics_lib
 from experiments.diffusion_sampling import plots
 from experiments.diffusion_sampling import problems
@@ -185,8 +184,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
                                      metrics=("diverged_frac", "sliced_w", "mmd"))
   metrics_lib.write_results(workdir, rows, title="Diffusion sampling sweep")
   text = plots.results_markdown(rows, config, extras)
-  if metrics_lib.is_writer():
-    files.write_atomically(workdir / "results.md", text)
+  metrics_lib.write_text(workdir / "results.md", text)
   metrics_lib.write_json(workdir / "timings.json", timings, indent=2)
   plots.artifact_curves(rows, config, workdir / "artifacts.png")
   for name, problem in built.items():

@@ -48,7 +48,6 @@ import numpy as np
 import optax
 
 from divlab.losses import policy
-from divlab.train import files
 from divlab.train import metrics as metrics_lib
 
 sg = jax.lax.stop_gradient
@@ -510,8 +509,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   text = "\n\n".join(texts) + "\n\nClaims:\n" + "\n".join(
       f"- {name}: {'reproduced' if c['reproduced'] else 'NOT reproduced'}"
       for name, c in claims.items())
-  if metrics_lib.is_writer():
-    files.write_atomically(workdir / "results.md", text + "\n")
+  metrics_lib.write_text(workdir / "results.md", text + "\n")
   print(text)
   return {"gradients": grad_rows, "dph": dph_rows, "off_policy": off_rows,
           "claims": claims, "matched_pass1": level}

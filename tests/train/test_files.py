@@ -98,6 +98,8 @@ def test_write_json_and_write_npz_round_trip(tmp_path):
   arrays = {"train/logits": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3),
             "ids": np.array([3, 1])}
   metrics.write_npz(tmp_path / "out.npz", **arrays)
+  metrics.write_text(tmp_path / "results.md", "| β |\n")
+  assert (tmp_path / "results.md").read_text(encoding="utf-8") == "| β |\n"
   with np.load(tmp_path / "out.npz") as loaded:
     assert sorted(loaded.files) == sorted(arrays)
     for name, value in arrays.items():
@@ -110,6 +112,7 @@ def test_only_process_0_writes_json_npz_tables_and_trees(tmp_path, monkeypatch):
   monkeypatch.setattr(jax, "process_index", lambda *args, **kwargs: 1)
   metrics.write_json(tmp_path / "a.json", {"x": 1})
   metrics.write_npz(tmp_path / "b.npz", x=np.zeros(2))
+  metrics.write_text(tmp_path / "results.md", "| a |\n")
   metrics.write_results(tmp_path, [{"model": "m", "acc": 0.5}])
   checkpoint.save_tree(tmp_path / "params.msgpack", {"w": np.ones(2)})
   assert list(tmp_path.iterdir()) == []
